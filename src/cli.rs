@@ -1,0 +1,121 @@
+//! The command line: subcommands, their flags, and what each one runs.
+
+use crate::config::{DbArgs, EngineArgs};
+use crate::{actions::Registry, db, engine};
+use clap::{Parser, Subcommand, ValueEnum};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "taskd",
+    version,
+    about = "A persistent DAG task service for OceanBase operations, on PostgreSQL",
+    long_about = "taskd turns REST requests (restart, start or stop an OBServer, restart a \
+                  host's agent) into task instances: DAGs of subtasks stored in PostgreSQL, \
+                  claimed and run by worker loops in any number of processes, recovered when \
+                  a process dies."
+)]
+pub struct Cli {
+    /// Log format: human-readable lines or one JSON object per line.
+    #[arg(long, env = "TASKD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Human, global = true)]
+    pub log_format: LogFormat,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Human,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Apply the database migrations and exit.
+    Migrate {
+        #[command(flatten)]
+        db: DbArgs,
+    },
+    /// Run worker loops and the sweeper only (a worker replica).
+    Worker {
+        #[command(flatten)]
+        db: DbArgs,
+        #[command(flatten)]
+        engine: EngineArgs,
+    },
+}
+
+/// Sets up logging: RUST_LOG filters (default `info`).
+pub fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match format {
+        LogFormat::Human => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).with_span_list(false).init(),
+    }
+}
+
+/// A token cancelled on SIGTERM or Ctrl-C: one token drives the graceful
+/// shutdown of the server and the workers.
+pub fn shutdown_token() -> CancellationToken {
+    let token = CancellationToken::new();
+    let t = token.clone();
+    tokio::spawn(async move {
+        let ctrl_c = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        {
+            let mut term =
+                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot listen for SIGTERM");
+                        let _ = ctrl_c.await;
+                        t.cancel();
+                        return;
+                    }
+                };
+            tokio::select! {
+                _ = ctrl_c => {}
+                _ = term.recv() => {}
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = ctrl_c.await;
+        tracing::info!("shutdown signal received");
+        t.cancel();
+    });
+    token
+}
+
+/// Runs worker loops and a sweeper until `shutdown` fires.
+pub async fn run_workers(
+    pool: sqlx::PgPool,
+    cfg: engine::EngineConfig,
+    registry: Registry,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let sweeper = engine::Sweeper::new(pool.clone(), cfg.clone());
+    let sweep = tokio::spawn(sweeper.run(shutdown.clone()));
+    let worker = engine::Worker::new(pool, registry, cfg);
+    worker.run(shutdown).await?;
+    let _ = sweep.await;
+    Ok(())
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Migrate { db } => {
+            db::migrate(&db.database_url).await?;
+            tracing::info!("migrations applied");
+            Ok(())
+        }
+        Command::Worker { db, engine } => {
+            db::migrate(&db.database_url).await?;
+            let pool = db::connect(&db.database_url, db.db_max_connections).await?;
+            let shutdown = shutdown_token();
+            run_workers(pool, engine.to_config(), Registry::standard(), shutdown).await
+        }
+    }
+}

@@ -1,0 +1,92 @@
+//! Database access: the connection pool and migrations applied under an
+//! advisory lock so replicas that start together do not race.
+
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::PgPool;
+use std::str::FromStr;
+use std::time::Duration;
+
+mod embedded {
+    refinery::embed_migrations!("migrations");
+}
+
+/// Advisory lock key held while migrating ("taskd" in ASCII).
+const MIGRATION_LOCK: i64 = 0x7461_736b_64;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("invalid database URL: {0}")]
+    Url(String),
+    #[error("database connection failed: {0}")]
+    Connect(#[from] tokio_postgres::Error),
+    #[error("migration failed: {0}")]
+    Migrate(#[from] refinery::Error),
+    #[error(transparent)]
+    Sqlx(#[from] sqlx::Error),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Applies every pending migration. Concurrent callers serialize on an
+/// advisory lock, so two replicas starting together both succeed.
+pub async fn migrate(database_url: &str) -> Result<()> {
+    let config = tokio_postgres::Config::from_str(database_url)
+        .map_err(|e| Error::Url(e.to_string()))?;
+    let (mut client, connection) = config.connect(tokio_postgres::NoTls).await?;
+    let driver = tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::warn!(error = %e, "migration connection ended");
+        }
+    });
+    client
+        .execute("select pg_advisory_lock($1)", &[&MIGRATION_LOCK])
+        .await?;
+    let outcome = embedded::migrations::runner()
+        .set_abort_divergent(true)
+        .run_async(&mut client)
+        .await;
+    // The lock is released with the session as well; unlock explicitly so a
+    // pooled connection never keeps it.
+    let _ = client
+        .execute("select pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
+        .await;
+    drop(client);
+    let _ = driver.await;
+    let report = outcome?;
+    for m in report.applied_migrations() {
+        tracing::info!(migration = %m, "applied migration");
+    }
+    Ok(())
+}
+
+/// Number of migrations this binary knows; `/readyz` compares it with the
+/// database.
+pub fn known_migrations() -> usize {
+    embedded::migrations::runner().get_migrations().len()
+}
+
+/// True when every migration this binary knows is applied.
+pub async fn migrations_applied(pool: &PgPool) -> Result<bool> {
+    let applied: Option<i64> =
+        sqlx::query_scalar("select count(*) from refinery_schema_history")
+            .fetch_optional(pool)
+            .await
+            .or_else(|e| match &e {
+                sqlx::Error::Database(d) if d.code().as_deref() == Some("42P01") => Ok(None),
+                _ => Err(e),
+            })?;
+    Ok(applied.unwrap_or(0) as usize >= known_migrations())
+}
+
+/// A pool whose connections are checked before use, so a restarted
+/// PostgreSQL or a terminated backend costs one failed query, not a wedge.
+pub async fn connect(database_url: &str, max_connections: u32) -> Result<PgPool> {
+    let options = PgConnectOptions::from_str(database_url)?.application_name("taskd");
+    let pool = PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(Duration::from_secs(10))
+        .test_before_acquire(true)
+        .connect_with(options)
+        .await?;
+    Ok(pool)
+}

@@ -1,0 +1,127 @@
+//! User actions on tasks and subtasks: each locks the task row, checks the
+//! state machine, changes state and notifies, in one transaction. A refused
+//! action changes nothing.
+
+use super::{finish::after_change, Error, Result};
+use crate::model::transitions::{self};
+use crate::model::{SubtaskStatus, TaskId, TaskOperation, TaskStatus};
+use crate::store::{self, subtask::SubtaskRow, task::TaskRow};
+use sqlx::{PgConnection, PgPool, Postgres, Transaction};
+
+const TARGET_INDEX: &str = "task_instance_one_running_per_target";
+
+async fn lock(tx: &mut PgConnection, id: TaskId) -> Result<TaskRow> {
+    store::task::lock(tx, id)
+        .await?
+        .ok_or_else(|| Error::NotFound(format!("task {id}")))
+}
+
+async fn subtask_of(tx: &mut PgConnection, task: &TaskRow, subtask: i64) -> Result<SubtaskRow> {
+    match store::subtask::get(&mut *tx, subtask).await? {
+        Some(s) if s.task_id == task.id => Ok(s),
+        _ => Err(Error::NotFound(format!(
+            "subtask {subtask} of task {}",
+            task.id
+        ))),
+    }
+}
+
+/// Sets the task RUNNING again; another RUNNING task on the same target
+/// refuses it.
+async fn set_running(tx: &mut PgConnection, task: &mut TaskRow, op: TaskOperation) -> Result<()> {
+    match store::task::set_state(tx, TaskId(task.id), TaskStatus::Running, op).await {
+        Ok(()) => {
+            task.status = TaskStatus::Running;
+            task.operation = op;
+            Ok(())
+        }
+        Err(e) if e.unique_violation() == Some(TARGET_INDEX) => Err(Error::TargetBusy(
+            task.target_key.clone().unwrap_or_default(),
+        )),
+        Err(e) => Err(e.into()),
+    }
+}
+
+async fn commit(mut tx: Transaction<'_, Postgres>, task: &mut TaskRow, notify: bool) -> Result<()> {
+    let promoted = after_change(&mut tx, task).await?;
+    if notify || promoted {
+        store::notify_ready(&mut tx).await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Retry a FAILED task: every FAILED subtask runs again (run_time + 1).
+pub async fn retry_task(pool: &PgPool, id: TaskId) -> Result<()> {
+    let mut tx = pool.begin().await?;
+    let mut task = lock(&mut tx, id).await?;
+    transitions::check_task_retry(task.status, task.operation)?;
+    set_running(&mut tx, &mut task, TaskOperation::Retry).await?;
+    store::subtask::requeue_failed(&mut tx, id, None).await?;
+    commit(tx, &mut task, false).await
+}
+
+/// Roll a FAILED task back: undo every subtask that ran, in reverse
+/// topological order.
+pub async fn rollback_task(pool: &PgPool, id: TaskId) -> Result<()> {
+    let mut tx = pool.begin().await?;
+    let mut task = lock(&mut tx, id).await?;
+    let prohibited = task.prohibit_rollback
+        || task.context.0.prohibits_rollback()
+        || (task.status == TaskStatus::Failed
+            && store::subtask::rollback_prohibited(&mut tx, id).await?);
+    transitions::check_task_rollback(task.status, task.operation, prohibited)?;
+    set_running(&mut tx, &mut task, TaskOperation::Rollback).await?;
+    let ready = store::subtask::start_rollback(&mut tx, id).await?;
+    commit(tx, &mut task, ready > 0).await
+}
+
+/// Retry one FAILED subtask (not while rolling back).
+pub async fn retry_subtask(pool: &PgPool, id: TaskId, subtask: i64) -> Result<SubtaskRow> {
+    let mut tx = pool.begin().await?;
+    let mut task = lock(&mut tx, id).await?;
+    let sub = subtask_of(&mut tx, &task, subtask).await?;
+    transitions::check_subtask_retry(task.operation, sub.status)?;
+    set_running(&mut tx, &mut task, TaskOperation::Retry).await?;
+    store::subtask::requeue_failed(&mut tx, id, Some(subtask)).await?;
+    commit(tx, &mut task, false).await?;
+    store::subtask::get(pool, subtask)
+        .await?
+        .ok_or_else(|| Error::NotFound(format!("subtask {subtask}")))
+}
+
+/// Skip one FAILED subtask: SUCCESSFUL/SKIP, or PENDING/ROLLBACK_SKIP while
+/// rolling back, without running it.
+pub async fn skip_subtask(pool: &PgPool, id: TaskId, subtask: i64) -> Result<()> {
+    let mut tx = pool.begin().await?;
+    let mut task = lock(&mut tx, id).await?;
+    let sub = subtask_of(&mut tx, &task, subtask).await?;
+    let (status, op) = transitions::skip_outcome(task.operation, sub.status)?;
+    let op_now = task.operation;
+    set_running(&mut tx, &mut task, op_now).await?;
+    store::subtask::skip(&mut tx, subtask, status, op).await?;
+    let notify = if status == SubtaskStatus::Successful {
+        store::subtask::decrement_downstreams(&mut tx, subtask).await?;
+        false
+    } else {
+        store::subtask::rollback_upstreams(&mut tx, subtask).await? > 0
+    };
+    commit(tx, &mut task, notify).await
+}
+
+/// Cancel one RUNNING subtask: it becomes CANCELING and its worker is told
+/// to stop the action; the run then ends FAILED with operation CANCEL.
+pub async fn cancel_subtask(pool: &PgPool, id: TaskId, subtask: i64) -> Result<()> {
+    let mut tx = pool.begin().await?;
+    let task = lock(&mut tx, id).await?;
+    let sub = subtask_of(&mut tx, &task, subtask).await?;
+    transitions::check_subtask_cancel(sub.status)?;
+    if store::subtask::mark_canceling(&mut tx, subtask)
+        .await?
+        .is_some()
+    {
+        store::notify_cancel(&mut tx, subtask).await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}

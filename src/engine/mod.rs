@@ -1,0 +1,94 @@
+//! The engine protocol: submit a DAG, claim and run subtasks, finish runs
+//! fenced in short transactions, recover lost runs, and the user actions
+//! (retry, rollback, skip, cancel).
+
+mod control;
+mod finish;
+mod submit;
+mod sweeper;
+mod worker;
+
+pub use control::{cancel_subtask, retry_subtask, retry_task, rollback_task, skip_subtask};
+pub use finish::{finish_batch, Finished, Outcome};
+pub use submit::{submit, Submitted};
+pub use sweeper::Sweeper;
+pub use worker::Worker;
+
+use crate::dag::DagError;
+use crate::model::transitions::Refusal;
+use std::time::Duration;
+
+/// How the worker loops, the finisher and the sweeper behave.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Subtasks one worker runs at once.
+    pub slots: usize,
+    /// Claim poll interval when no notification arrives.
+    pub poll_interval: Duration,
+    pub heartbeat_interval: Duration,
+    /// A worker silent this long is dead.
+    pub dead_after: Duration,
+    pub sweep_interval: Duration,
+    /// On shutdown, how long running subtasks may take before hand-back.
+    pub shutdown_grace: Duration,
+    /// First automatic-retry backoff; doubles per attempt up to the cap.
+    pub retry_backoff: Duration,
+    pub retry_backoff_cap: Duration,
+    /// The sweeper fails a run this long after its timeout passed (the
+    /// worker normally stops it right at the timeout).
+    pub timeout_grace: Duration,
+    /// Most finished runs written in one transaction.
+    pub finish_batch: usize,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            slots: 32,
+            poll_interval: Duration::from_secs(1),
+            heartbeat_interval: Duration::from_secs(1),
+            dead_after: Duration::from_secs(4),
+            sweep_interval: Duration::from_secs(1),
+            shutdown_grace: Duration::from_secs(10),
+            retry_backoff: Duration::from_secs(1),
+            retry_backoff_cap: Duration::from_secs(60),
+            timeout_grace: Duration::from_secs(2),
+            finish_batch: 128,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Store(#[from] crate::store::Error),
+    #[error("invalid DAG: {0}")]
+    Dag(#[from] DagError),
+    #[error(transparent)]
+    Refused(#[from] Refusal),
+    #[error("{0} does not exist")]
+    NotFound(String),
+    #[error("{0} already has a RUNNING task")]
+    TargetBusy(String),
+}
+
+impl From<sqlx::Error> for Error {
+    fn from(e: sqlx::Error) -> Self {
+        Error::Store(e.into())
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A new worker id: host, pid and a random suffix, unique per process start.
+pub fn new_worker_id() -> String {
+    let host = hostname::get()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_else(|| "localhost".into());
+    format!(
+        "{host}-{}-{:06x}",
+        std::process::id(),
+        rand::random::<u32>() & 0xff_ffff
+    )
+}

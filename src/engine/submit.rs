@@ -1,0 +1,71 @@
+//! Submitting a task: validate the DAG, then insert the task, its subtasks
+//! and edges and mark the roots READY, all in one transaction.
+
+use super::{finish::after_change, Error, Result};
+use crate::dag::{self, DagSpec};
+use crate::model::TaskId;
+use crate::store::{self, task::NewTask};
+use sqlx::PgPool;
+
+/// What a submit did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Submitted {
+    Created(TaskId),
+    /// The idempotency key was seen before: this is the first task.
+    Existing(TaskId),
+}
+
+impl Submitted {
+    pub fn id(self) -> TaskId {
+        match self {
+            Submitted::Created(id) | Submitted::Existing(id) => id,
+        }
+    }
+}
+
+const IDEMPOTENCY_INDEX: &str = "task_instance_idempotency_key_key";
+const TARGET_INDEX: &str = "task_instance_one_running_per_target";
+
+/// Creates a task from any DAG. An invalid DAG is refused before anything
+/// is written; a target that already has a RUNNING task is refused by the
+/// database's unique index, so concurrent requests create at most one.
+pub async fn submit(pool: &PgPool, task: &NewTask, spec: &DagSpec) -> Result<Submitted> {
+    let plan = dag::plan(spec)?;
+    if let Some(key) = &task.idempotency_key {
+        if let Some(existing) = store::task::find_by_idempotency_key(pool, key).await? {
+            return Ok(Submitted::Existing(TaskId(existing.id)));
+        }
+    }
+    match insert(pool, task, &plan).await {
+        Ok(id) => Ok(Submitted::Created(id)),
+        Err(Error::Store(e)) => match e.unique_violation() {
+            Some(IDEMPOTENCY_INDEX) => {
+                let key = task.idempotency_key.as_deref().unwrap_or_default();
+                let existing = store::task::find_by_idempotency_key(pool, key)
+                    .await?
+                    .ok_or_else(|| Error::NotFound(format!("task with idempotency key {key}")))?;
+                Ok(Submitted::Existing(TaskId(existing.id)))
+            }
+            Some(TARGET_INDEX) => Err(Error::TargetBusy(
+                task.target_key.clone().unwrap_or_default(),
+            )),
+            _ => Err(Error::Store(e)),
+        },
+        Err(e) => Err(e),
+    }
+}
+
+async fn insert(pool: &PgPool, task: &NewTask, plan: &dag::Plan) -> Result<TaskId> {
+    let mut tx = pool.begin().await?;
+    let id = store::task::insert(&mut tx, task).await?;
+    store::subtask::insert_plan(&mut tx, id, plan).await?;
+    let mut row = store::task::get(&mut *tx, id)
+        .await?
+        .ok_or_else(|| Error::NotFound(format!("task {id}")))?;
+    if after_change(&mut tx, &mut row).await? {
+        store::notify_ready(&mut tx).await?;
+    }
+    tx.commit().await?;
+    tracing::info!(task_id = id.0, name = %task.name, trace_id = %task.trace_id, "task submitted");
+    Ok(id)
+}

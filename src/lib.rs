@@ -1,0 +1,28 @@
+//! taskd: a persistent task service for OceanBase operations.
+//!
+//! A REST request (restart, start or stop an OBServer, restart a host's agent)
+//! becomes a task instance: a DAG of subtasks stored in PostgreSQL. Worker
+//! loops in any number of processes claim READY subtasks with row locks, run
+//! their actions outside any transaction and finish each run in one short,
+//! fenced transaction. A sweeper recovers the work of dead workers.
+//!
+//! Module map:
+//! - [`cli`]: subcommands and what each runs.
+//! - [`config`]: settings from flags and environment.
+//! - [`db`]: connection pool and advisory-locked migrations.
+//! - [`model`]: ids, statuses, the context and the state machine (pure).
+//! - [`dag`]: DAG specs, validation, parallel split, the four templates (pure).
+//! - [`store`]: all SQL, one file per aggregate; callers own transactions.
+//! - [`engine`]: submit, worker loop, finisher, sweeper, user actions.
+//! - [`actions`]: the action registry and its actions.
+//! - [`agent`]: the host agent protocol, its client and the reference agent.
+
+pub mod actions;
+pub mod agent;
+pub mod cli;
+pub mod config;
+pub mod dag;
+pub mod db;
+pub mod engine;
+pub mod model;
+pub mod store;

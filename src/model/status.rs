@@ -1,0 +1,125 @@
+//! Status and operation enums, stored as the upper-case strings OCP uses.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::str::FromStr;
+
+macro_rules! string_enum {
+    ($name:ident { $($variant:ident => $text:literal),+ $(,)? }) => {
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+        pub enum $name {
+            $(#[serde(rename = $text)] $variant),+
+        }
+
+        impl $name {
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $text),+ }
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl TryFrom<String> for $name {
+            type Error = String;
+            fn try_from(s: String) -> Result<Self, String> {
+                s.parse()
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = String;
+            fn from_str(s: &str) -> Result<Self, String> {
+                match s {
+                    $($text => Ok($name::$variant),)+
+                    other => Err(format!(
+                        "unknown {} {:?}; expected one of {}",
+                        stringify!($name),
+                        other,
+                        [$($text),+].join(", ")
+                    )),
+                }
+            }
+        }
+    };
+}
+
+string_enum!(TaskStatus {
+    Running => "RUNNING",
+    Failed => "FAILED",
+    Successful => "SUCCESSFUL",
+});
+
+string_enum!(TaskOperation {
+    Execute => "EXECUTE",
+    Retry => "RETRY",
+    Rollback => "ROLLBACK",
+});
+
+string_enum!(TaskType {
+    Manual => "MANUAL",
+    Scheduled => "SCHEDULED",
+    SysScheduled => "SYS_SCHEDULED",
+});
+
+string_enum!(SubtaskStatus {
+    Pending => "PENDING",
+    Ready => "READY",
+    Running => "RUNNING",
+    Canceling => "CANCELING",
+    Failed => "FAILED",
+    Successful => "SUCCESSFUL",
+});
+
+string_enum!(SubtaskOperation {
+    Execute => "EXECUTE",
+    Retry => "RETRY",
+    Rollback => "ROLLBACK",
+    Skip => "SKIP",
+    RollbackSkip => "ROLLBACK_SKIP",
+    Cancel => "CANCEL",
+});
+
+impl SubtaskStatus {
+    /// Only FAILED and SUCCESSFUL are final.
+    pub fn is_final(self) -> bool {
+        matches!(self, SubtaskStatus::Failed | SubtaskStatus::Successful)
+    }
+
+    /// Holds a worker: RUNNING or CANCELING.
+    pub fn is_active(self) -> bool {
+        matches!(self, SubtaskStatus::Running | SubtaskStatus::Canceling)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_every_variant() {
+        for s in SubtaskStatus::ALL {
+            assert_eq!(s.as_str().parse::<SubtaskStatus>().unwrap(), *s);
+        }
+        for s in SubtaskOperation::ALL {
+            assert_eq!(s.as_str().parse::<SubtaskOperation>().unwrap(), *s);
+        }
+        for s in TaskStatus::ALL {
+            assert_eq!(
+                serde_json::to_string(s).unwrap(),
+                format!("\"{}\"", s.as_str())
+            );
+        }
+    }
+
+    #[test]
+    fn unknown_text_names_the_choices() {
+        let err = "DONE".parse::<TaskStatus>().unwrap_err();
+        assert!(err.contains("RUNNING, FAILED, SUCCESSFUL"), "{err}");
+    }
+}

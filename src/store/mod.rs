@@ -1,0 +1,53 @@
+//! All SQL lives here, one file per aggregate. Functions take an executor or
+//! `&mut PgConnection`, so the caller owns the transaction.
+
+pub mod log;
+pub mod subtask;
+pub mod task;
+pub mod worker;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Db(#[from] sqlx::Error),
+    #[error("stored value is corrupt: {0}")]
+    Corrupt(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// The name of the violated unique constraint or index, if that is what
+    /// this error is.
+    pub fn unique_violation(&self) -> Option<&str> {
+        match self {
+            Error::Db(sqlx::Error::Database(d)) if d.code().as_deref() == Some("23505") => {
+                Some(d.constraint().unwrap_or(""))
+            }
+            _ => None,
+        }
+    }
+}
+
+/// Parses a status or operation column.
+pub(crate) fn parse<T: std::str::FromStr<Err = String>>(s: &str) -> Result<T> {
+    s.parse().map_err(Error::Corrupt)
+}
+
+/// Sends the wake-up hint to idle workers; delivered when the caller's
+/// transaction commits, and collapsed with its duplicates.
+pub async fn notify_ready(conn: &mut sqlx::PgConnection) -> Result<()> {
+    sqlx::query("select pg_notify('taskd_ready', '')")
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Tells the worker holding `subtask` that it was cancelled.
+pub async fn notify_cancel(conn: &mut sqlx::PgConnection, subtask: i64) -> Result<()> {
+    sqlx::query("select pg_notify('taskd_cancel', $1)")
+        .bind(subtask.to_string())
+        .execute(conn)
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,532 @@
+//! SQL of the `subtask_instance` aggregate and its DAG edges: insert, claim,
+//! fenced run endings, promotion counters and the sweeper's queries.
+
+use super::Result;
+use crate::dag::Plan;
+use crate::model::{Context, SubtaskOperation, SubtaskStatus, TaskId};
+use chrono::{DateTime, Utc};
+use sqlx::types::Json;
+use sqlx::{PgConnection, PgExecutor};
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct SubtaskRow {
+    pub id: i64,
+    pub task_id: i64,
+    pub series_id: i32,
+    pub name: String,
+    pub description: String,
+    pub class_name: String,
+    pub node_type: String,
+    #[sqlx(try_from = "String")]
+    pub status: SubtaskStatus,
+    #[sqlx(try_from = "String")]
+    pub operation: SubtaskOperation,
+    pub run_time: i32,
+    pub timeout_s: i32,
+    pub retry_limit: i32,
+    pub parallel_idx: i32,
+    pub prohibit_rollback: bool,
+    pub pending_upstreams: i32,
+    pub pending_downstreams: i32,
+    pub context: Option<Json<Context>>,
+    pub executor: Option<String>,
+    pub run_after: Option<DateTime<Utc>>,
+    pub lease_expires_at: Option<DateTime<Utc>>,
+    pub start_time: Option<DateTime<Utc>>,
+    pub finish_time: Option<DateTime<Utc>>,
+    pub error: Option<String>,
+}
+
+const COLUMNS: &str = "id, task_id, series_id, name, description, class_name, node_type, status, \
+     operation, run_time, timeout_s, retry_limit, parallel_idx, prohibit_rollback, \
+     pending_upstreams, pending_downstreams, context, executor, run_after, lease_expires_at, \
+     start_time, finish_time, error";
+
+/// Inserts a planned DAG as PENDING subtasks and its edges; returns the
+/// subtask ids in plan order (series id order).
+pub async fn insert_plan(conn: &mut PgConnection, task: TaskId, plan: &Plan) -> Result<Vec<i64>> {
+    let n = plan.nodes.len();
+    let mut series = Vec::with_capacity(n);
+    let mut names = Vec::with_capacity(n);
+    let mut descriptions = Vec::with_capacity(n);
+    let mut classes = Vec::with_capacity(n);
+    let mut timeouts = Vec::with_capacity(n);
+    let mut retries = Vec::with_capacity(n);
+    let mut parallel = Vec::with_capacity(n);
+    let mut prohibit = Vec::with_capacity(n);
+    let mut pending = Vec::with_capacity(n);
+    for (i, node) in plan.nodes.iter().enumerate() {
+        series.push(i as i32);
+        names.push(node.spec.name.clone());
+        descriptions.push(node.spec.description.clone());
+        classes.push(node.spec.class_name.clone());
+        timeouts.push(node.spec.timeout_s);
+        retries.push(node.spec.retry_limit);
+        parallel.push(node.parallel_idx);
+        prohibit.push(node.spec.prohibit_rollback);
+        pending.push(node.upstreams.len() as i32);
+    }
+    let ids: Vec<i64> = sqlx::query_scalar(
+        "insert into subtask_instance (task_id, series_id, name, description, class_name, status, \
+             operation, timeout_s, retry_limit, parallel_idx, prohibit_rollback, pending_upstreams) \
+         select $1, s, nm, d, c, 'PENDING', 'EXECUTE', t, r, p, pr, pu \
+         from unnest($2::int[], $3::text[], $4::text[], $5::text[], $6::int[], $7::int[], \
+                     $8::int[], $9::bool[], $10::int[]) as v(s, nm, d, c, t, r, p, pr, pu) \
+         order by s \
+         returning id",
+    )
+    .bind(task.0)
+    .bind(&series)
+    .bind(&names)
+    .bind(&descriptions)
+    .bind(&classes)
+    .bind(&timeouts)
+    .bind(&retries)
+    .bind(&parallel)
+    .bind(&prohibit)
+    .bind(&pending)
+    .fetch_all(&mut *conn)
+    .await?;
+    // `returning` follows the insert order, which `order by s` fixes.
+    let mut ups = Vec::new();
+    let mut downs = Vec::new();
+    for (i, node) in plan.nodes.iter().enumerate() {
+        for &u in &node.upstreams {
+            ups.push(ids[u]);
+            downs.push(ids[i]);
+        }
+    }
+    if !ups.is_empty() {
+        sqlx::query(
+            "insert into subtask_edge (upstream_id, downstream_id) \
+             select u, d from unnest($1::bigint[], $2::bigint[]) as v(u, d)",
+        )
+        .bind(&ups)
+        .bind(&downs)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(ids)
+}
+
+pub async fn get(ex: impl PgExecutor<'_>, id: i64) -> Result<Option<SubtaskRow>> {
+    let sql = format!("select {COLUMNS} from subtask_instance where id = $1");
+    Ok(sqlx::query_as(&sql).bind(id).fetch_optional(ex).await?)
+}
+
+pub async fn list_for_task(ex: impl PgExecutor<'_>, task: TaskId) -> Result<Vec<SubtaskRow>> {
+    let sql = format!("select {COLUMNS} from subtask_instance where task_id = $1 order by series_id");
+    Ok(sqlx::query_as(&sql).bind(task.0).fetch_all(ex).await?)
+}
+
+/// Subtasks of many tasks at once, for list pages.
+pub async fn list_for_tasks(ex: impl PgExecutor<'_>, tasks: &[i64]) -> Result<Vec<SubtaskRow>> {
+    let sql = format!(
+        "select {COLUMNS} from subtask_instance where task_id = any($1) order by task_id, series_id"
+    );
+    Ok(sqlx::query_as(&sql).bind(tasks).fetch_all(ex).await?)
+}
+
+/// (upstream_id, downstream_id) pairs of the given tasks' DAGs.
+pub async fn edges_for_tasks(ex: impl PgExecutor<'_>, tasks: &[i64]) -> Result<Vec<(i64, i64)>> {
+    Ok(sqlx::query_as(
+        "select e.upstream_id, e.downstream_id from subtask_edge e \
+         join subtask_instance s on s.id = e.downstream_id \
+         where s.task_id = any($1) order by e.upstream_id, e.downstream_id",
+    )
+    .bind(tasks)
+    .fetch_all(ex)
+    .await?)
+}
+
+/// A run handed to a worker by the claim.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Claimed {
+    pub id: i64,
+    pub task_id: i64,
+    pub name: String,
+    pub class_name: String,
+    #[sqlx(try_from = "String")]
+    pub operation: SubtaskOperation,
+    pub run_time: i32,
+    pub retry_limit: i32,
+    pub timeout_s: i32,
+    pub parallel_idx: i32,
+    pub context: Json<Context>,
+    pub trace_id: String,
+}
+
+/// Claims up to `limit` READY subtasks whose backoff has passed, in one
+/// statement: lock them with SKIP LOCKED (served by the partial index on
+/// READY rows), mark them RUNNING for `executor`, and write each run's
+/// opening separator line to its log.
+pub async fn claim(ex: impl PgExecutor<'_>, executor: &str, limit: i64) -> Result<Vec<Claimed>> {
+    Ok(sqlx::query_as(
+        "with c as materialized ( \
+             select id from subtask_instance \
+             where status = 'READY' and run_after <= now() \
+             order by run_after \
+             limit $2 \
+             for update skip locked \
+         ), u as ( \
+             update subtask_instance s \
+             set status = 'RUNNING', executor = $1, start_time = now(), finish_time = null, \
+                 error = null, run_after = null, \
+                 lease_expires_at = now() + make_interval(secs => s.timeout_s) \
+             from c, task_instance t \
+             where s.id = c.id and t.id = s.task_id \
+             returning s.id, s.task_id, s.name, s.class_name, s.operation, s.run_time, \
+                 s.retry_limit, s.timeout_s, s.parallel_idx, s.context, t.trace_id \
+         ), l as ( \
+             insert into subtask_log (subtask_id, run_time, line) \
+             select id, run_time, \
+                 '==================== ' || operation || ' run ' || run_time || ' of ' || name \
+                 || ' on ' || $1 || ' at ' \
+                 || to_char(now() at time zone 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"') \
+                 || ' ====================' \
+             from u \
+         ) \
+         select id, task_id, name, class_name, operation, run_time, retry_limit, timeout_s, \
+             parallel_idx, context, trace_id from u",
+    )
+    .bind(executor)
+    .bind(limit)
+    .fetch_all(ex)
+    .await?)
+}
+
+/// Identifies one run: the fence every run ending is checked against.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunKey {
+    pub id: i64,
+    pub run_time: i32,
+    pub executor: String,
+}
+
+/// How a run ends.
+#[derive(Debug, Clone)]
+pub struct RunEnd {
+    pub status: SubtaskStatus,
+    pub operation: SubtaskOperation,
+    pub run_time: i32,
+    /// Replaces the stored context when set.
+    pub context: Option<Context>,
+    pub error: Option<String>,
+    /// For READY: not before this many milliseconds.
+    pub backoff_ms: i64,
+}
+
+/// Ends a run, fenced on (id, run_time, executor, RUNNING|CANCELING).
+/// Returns false when the run was not ours any more: the result is dropped.
+pub async fn end_run(conn: &mut PgConnection, run: &RunKey, end: &RunEnd) -> Result<bool> {
+    let done = sqlx::query(
+        "update subtask_instance \
+         set status = $4, operation = $5, run_time = $6, \
+             context = coalesce($7, context), error = $8, \
+             run_after = case when $4 = 'READY' then now() + make_interval(secs => $9::float8 / 1000) end, \
+             finish_time = case when $4 = 'READY' then finish_time else now() end, \
+             executor = null, lease_expires_at = null \
+         where id = $1 and run_time = $2 and executor = $3 and status in ('RUNNING', 'CANCELING')",
+    )
+    .bind(run.id)
+    .bind(run.run_time)
+    .bind(&run.executor)
+    .bind(end.status.as_str())
+    .bind(end.operation.as_str())
+    .bind(end.run_time)
+    .bind(end.context.as_ref().map(Json))
+    .bind(&end.error)
+    .bind(end.backoff_ms as f64)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// One successful upstream less for each PENDING downstream of `id`.
+pub async fn decrement_downstreams(conn: &mut PgConnection, id: i64) -> Result<()> {
+    sqlx::query(
+        "update subtask_instance d set pending_upstreams = d.pending_upstreams - 1 \
+         from subtask_edge e \
+         where e.upstream_id = $1 and d.id = e.downstream_id and d.status = 'PENDING' \
+           and d.pending_upstreams > 0",
+    )
+    .bind(id)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Counts of a task's subtasks by status.
+pub async fn status_counts(
+    conn: &mut PgConnection,
+    task: TaskId,
+) -> Result<crate::model::transitions::StatusCounts> {
+    let rows: Vec<(String, i64)> = sqlx::query_as(
+        "select status, count(*) from subtask_instance where task_id = $1 group by status",
+    )
+    .bind(task.0)
+    .fetch_all(conn)
+    .await?;
+    let mut counts = crate::model::transitions::StatusCounts::default();
+    for (s, n) in rows {
+        counts.add(super::parse(&s)?, n);
+    }
+    Ok(counts)
+}
+
+/// PENDING subtasks whose upstreams are all done and that are waiting for a
+/// slot of the task's concurrency limit, in series order.
+pub async fn waiting_for_slot(
+    conn: &mut PgConnection,
+    task: TaskId,
+    limit: i64,
+) -> Result<Vec<(i64, i32)>> {
+    Ok(sqlx::query_as(
+        "select id, parallel_idx from subtask_instance \
+         where task_id = $1 and status = 'PENDING' and pending_upstreams = 0 \
+           and operation in ('EXECUTE', 'RETRY') \
+         order by series_id limit $2",
+    )
+    .bind(task.0)
+    .bind(limit)
+    .fetch_all(conn)
+    .await?)
+}
+
+/// The stored contexts of the upstreams of each of `ids`, as
+/// (downstream_id, context) in upstream series order.
+pub async fn upstream_contexts(
+    conn: &mut PgConnection,
+    ids: &[i64],
+) -> Result<Vec<(i64, Option<Json<Context>>)>> {
+    Ok(sqlx::query_as(
+        "select e.downstream_id, u.context from subtask_edge e \
+         join subtask_instance u on u.id = e.upstream_id \
+         where e.downstream_id = any($1) order by e.downstream_id, u.series_id",
+    )
+    .bind(ids)
+    .fetch_all(conn)
+    .await?)
+}
+
+/// Makes PENDING subtasks READY now with their input contexts.
+pub async fn make_ready(conn: &mut PgConnection, ids: &[i64], contexts: &[Context]) -> Result<u64> {
+    let ctx: Vec<Json<&Context>> = contexts.iter().map(Json).collect();
+    let done = sqlx::query(
+        "update subtask_instance s set status = 'READY', run_after = now(), context = v.ctx \
+         from unnest($1::bigint[], $2::jsonb[]) as v(id, ctx) \
+         where s.id = v.id and s.status = 'PENDING'",
+    )
+    .bind(ids)
+    .bind(&ctx)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected())
+}
+
+/// Fails a PENDING subtask that cannot run (its inputs conflict).
+pub async fn fail_pending(conn: &mut PgConnection, id: i64, error: &str) -> Result<()> {
+    sqlx::query(
+        "update subtask_instance set status = 'FAILED', error = $2, finish_time = now() \
+         where id = $1 and status = 'PENDING'",
+    )
+    .bind(id)
+    .bind(error)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// FAILED subtasks of a task (or just `only`) become PENDING/RETRY with the
+/// next run_time, to be promoted within the concurrency limit.
+pub async fn requeue_failed(
+    conn: &mut PgConnection,
+    task: TaskId,
+    only: Option<i64>,
+) -> Result<u64> {
+    let done = sqlx::query(
+        "update subtask_instance set status = 'PENDING', operation = 'RETRY', \
+             run_time = run_time + 1, error = null \
+         where task_id = $1 and status = 'FAILED' and ($2::bigint is null or id = $2)",
+    )
+    .bind(task.0)
+    .bind(only)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected())
+}
+
+/// True when a started subtask of the task forbids rollback.
+pub async fn rollback_prohibited(conn: &mut PgConnection, task: TaskId) -> Result<bool> {
+    Ok(sqlx::query_scalar(
+        "select exists (select 1 from subtask_instance \
+             where task_id = $1 and prohibit_rollback and start_time is not null)",
+    )
+    .bind(task.0)
+    .fetch_one(conn)
+    .await?)
+}
+
+/// Starts (or resumes) a rollback: every subtask that ran takes operation
+/// ROLLBACK and counts its downstreams still to undo; those with none left
+/// become READY. Failed subtasks that never started need no undoing and go
+/// straight back to PENDING. Returns how many became READY.
+pub async fn start_rollback(conn: &mut PgConnection, task: TaskId) -> Result<u64> {
+    sqlx::query(
+        "update subtask_instance set status = 'PENDING', operation = 'ROLLBACK' \
+         where task_id = $1 and status = 'FAILED' and start_time is null",
+    )
+    .bind(task.0)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query(
+        "update subtask_instance s set operation = 'ROLLBACK', \
+             pending_downstreams = (select count(*) from subtask_edge e \
+                 join subtask_instance d on d.id = e.downstream_id \
+                 where e.upstream_id = s.id and d.status <> 'PENDING') \
+         where s.task_id = $1 and s.status <> 'PENDING'",
+    )
+    .bind(task.0)
+    .execute(&mut *conn)
+    .await?;
+    let done = sqlx::query(
+        "update subtask_instance set status = 'READY', run_time = run_time + 1, \
+             run_after = now(), error = null \
+         where task_id = $1 and status in ('SUCCESSFUL', 'FAILED') and pending_downstreams = 0",
+    )
+    .bind(task.0)
+    .execute(&mut *conn)
+    .await?;
+    Ok(done.rows_affected())
+}
+
+/// After `id` was rolled back (or rollback-skipped): its upstreams have one
+/// downstream less to wait for; those with none left become READY to roll
+/// back. Returns how many became READY.
+pub async fn rollback_upstreams(conn: &mut PgConnection, id: i64) -> Result<u64> {
+    let done = sqlx::query(
+        "with d as ( \
+             update subtask_instance u set pending_downstreams = u.pending_downstreams - 1 \
+             from subtask_edge e \
+             where e.downstream_id = $1 and u.id = e.upstream_id \
+               and u.status in ('SUCCESSFUL', 'FAILED') and u.operation = 'ROLLBACK' \
+               and u.pending_downstreams > 0 \
+             returning u.id, u.pending_downstreams \
+         ) \
+         update subtask_instance s set status = 'READY', run_time = s.run_time + 1, \
+             run_after = now(), error = null \
+         from d where s.id = d.id and d.pending_downstreams = 0",
+    )
+    .bind(id)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected())
+}
+
+/// Skips a FAILED subtask: it takes `status`/`operation` without running.
+pub async fn skip(
+    conn: &mut PgConnection,
+    id: i64,
+    status: SubtaskStatus,
+    operation: SubtaskOperation,
+) -> Result<bool> {
+    let done = sqlx::query(
+        "update subtask_instance set status = $2, operation = $3, finish_time = now(), \
+             error = null \
+         where id = $1 and status = 'FAILED'",
+    )
+    .bind(id)
+    .bind(status.as_str())
+    .bind(operation.as_str())
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// RUNNING → CANCELING; returns the executor to tell.
+pub async fn mark_canceling(conn: &mut PgConnection, id: i64) -> Result<Option<String>> {
+    Ok(sqlx::query_scalar(
+        "update subtask_instance set status = 'CANCELING' \
+         where id = $1 and status = 'RUNNING' returning executor",
+    )
+    .bind(id)
+    .fetch_optional(conn)
+    .await?)
+}
+
+/// Subtasks this worker holds that were asked to cancel.
+pub async fn canceling_for(ex: impl PgExecutor<'_>, executor: &str) -> Result<Vec<i64>> {
+    Ok(sqlx::query_scalar(
+        "select id from subtask_instance where executor = $1 and status = 'CANCELING'",
+    )
+    .bind(executor)
+    .fetch_all(ex)
+    .await?)
+}
+
+/// Hands a run back unchanged (shutdown): READY at once, same run_time.
+pub async fn release(conn: &mut PgConnection, run: &RunKey) -> Result<bool> {
+    let done = sqlx::query(
+        "update subtask_instance set status = 'READY', run_after = now(), executor = null, \
+             lease_expires_at = null \
+         where id = $1 and run_time = $2 and executor = $3 and status = 'RUNNING'",
+    )
+    .bind(run.id)
+    .bind(run.run_time)
+    .bind(&run.executor)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// A run the sweeper must recover.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct LostRun {
+    pub id: i64,
+    pub task_id: i64,
+    pub run_time: i32,
+    pub retry_limit: i32,
+    pub executor: String,
+    #[sqlx(try_from = "String")]
+    pub status: SubtaskStatus,
+    #[sqlx(try_from = "String")]
+    pub operation: SubtaskOperation,
+    /// True when its worker is gone; false when only its timeout passed.
+    pub worker_gone: bool,
+}
+
+/// RUNNING or CANCELING runs whose worker stopped heartbeating (or has no
+/// row), or whose timeout passed more than `grace_ms` ago.
+pub async fn find_lost(
+    ex: impl PgExecutor<'_>,
+    dead_after_ms: i64,
+    grace_ms: i64,
+    limit: i64,
+) -> Result<Vec<LostRun>> {
+    Ok(sqlx::query_as(
+        "select s.id, s.task_id, s.run_time, s.retry_limit, s.executor, s.status, s.operation, \
+             (w.id is null or w.heartbeat_at < now() - make_interval(secs => $1::float8 / 1000)) \
+                 as worker_gone \
+         from subtask_instance s \
+         left join worker w on w.id = s.executor \
+         where s.status in ('RUNNING', 'CANCELING') \
+           and (w.id is null \
+                or w.heartbeat_at < now() - make_interval(secs => $1::float8 / 1000) \
+                or s.lease_expires_at < now() - make_interval(secs => $2::float8 / 1000)) \
+         order by s.id limit $3",
+    )
+    .bind(dead_after_ms as f64)
+    .bind(grace_ms as f64)
+    .bind(limit)
+    .fetch_all(ex)
+    .await?)
+}
+
+/// Number of READY subtasks (for the queue-depth gauge).
+pub async fn ready_count(ex: impl PgExecutor<'_>) -> Result<i64> {
+    Ok(
+        sqlx::query_scalar("select count(*) from subtask_instance where status = 'READY'")
+            .fetch_one(ex)
+            .await?,
+    )
+}

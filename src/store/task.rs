@@ -1,0 +1,231 @@
+//! SQL of the `task_instance` aggregate.
+
+use super::Result;
+use crate::model::{Context, TaskId, TaskOperation, TaskStatus, TaskType};
+use chrono::{DateTime, Utc};
+use sqlx::types::Json;
+use sqlx::{PgConnection, PgExecutor, Postgres, QueryBuilder};
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct TaskRow {
+    pub id: i64,
+    pub name: String,
+    #[sqlx(rename = "type", try_from = "String")]
+    pub task_type: TaskType,
+    #[sqlx(try_from = "String")]
+    pub status: TaskStatus,
+    #[sqlx(try_from = "String")]
+    pub operation: TaskOperation,
+    pub task_definition_id: i64,
+    pub creator: String,
+    pub executor: Option<String>,
+    pub cluster_id: Option<i64>,
+    pub host_id: Option<i64>,
+    pub server_id: Option<i64>,
+    pub target_key: Option<String>,
+    pub context: Json<Context>,
+    pub prohibit_rollback: bool,
+    pub max_concurrency: i32,
+    pub trace_id: String,
+    pub idempotency_key: Option<String>,
+    pub create_time: DateTime<Utc>,
+    pub start_time: DateTime<Utc>,
+    pub finish_time: Option<DateTime<Utc>>,
+}
+
+const COLUMNS: &str = "id, name, type, status, operation, task_definition_id, creator, executor, \
+     cluster_id, host_id, server_id, target_key, context, prohibit_rollback, max_concurrency, \
+     trace_id, idempotency_key, create_time, start_time, finish_time";
+
+/// A task to insert; its subtasks are inserted separately.
+#[derive(Debug, Clone)]
+pub struct NewTask {
+    pub name: String,
+    pub task_type: TaskType,
+    pub creator: String,
+    pub executor: Option<String>,
+    pub cluster_id: Option<i64>,
+    pub host_id: Option<i64>,
+    pub server_id: Option<i64>,
+    pub target_key: Option<String>,
+    pub context: Context,
+    pub prohibit_rollback: bool,
+    pub max_concurrency: i32,
+    pub trace_id: String,
+    pub idempotency_key: Option<String>,
+}
+
+pub async fn insert(conn: &mut PgConnection, t: &NewTask) -> Result<TaskId> {
+    let id: i64 = sqlx::query_scalar(
+        "insert into task_instance (name, type, status, operation, creator, executor, cluster_id, \
+             host_id, server_id, target_key, context, prohibit_rollback, max_concurrency, trace_id, \
+             idempotency_key) \
+         values ($1, $2, 'RUNNING', 'EXECUTE', $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
+         returning id",
+    )
+    .bind(&t.name)
+    .bind(t.task_type.as_str())
+    .bind(&t.creator)
+    .bind(&t.executor)
+    .bind(t.cluster_id)
+    .bind(t.host_id)
+    .bind(t.server_id)
+    .bind(&t.target_key)
+    .bind(Json(&t.context))
+    .bind(t.prohibit_rollback)
+    .bind(t.max_concurrency)
+    .bind(&t.trace_id)
+    .bind(&t.idempotency_key)
+    .fetch_one(conn)
+    .await?;
+    Ok(TaskId(id))
+}
+
+pub async fn get(ex: impl PgExecutor<'_>, id: TaskId) -> Result<Option<TaskRow>> {
+    let sql = format!("select {COLUMNS} from task_instance where id = $1");
+    Ok(sqlx::query_as(&sql).bind(id.0).fetch_optional(ex).await?)
+}
+
+/// Locks the task row: every change to a task's subtasks other than the
+/// claim happens under this lock, taken first, so they never deadlock.
+pub async fn lock(conn: &mut PgConnection, id: TaskId) -> Result<Option<TaskRow>> {
+    let sql = format!("select {COLUMNS} from task_instance where id = $1 for update");
+    Ok(sqlx::query_as(&sql).bind(id.0).fetch_optional(conn).await?)
+}
+
+/// Locks several task rows in id order.
+pub async fn lock_many(conn: &mut PgConnection, ids: &[i64]) -> Result<Vec<TaskRow>> {
+    let sql =
+        format!("select {COLUMNS} from task_instance where id = any($1) order by id for update");
+    Ok(sqlx::query_as(&sql).bind(ids).fetch_all(conn).await?)
+}
+
+pub async fn find_by_idempotency_key(
+    ex: impl PgExecutor<'_>,
+    key: &str,
+) -> Result<Option<TaskRow>> {
+    let sql = format!("select {COLUMNS} from task_instance where idempotency_key = $1");
+    Ok(sqlx::query_as(&sql).bind(key).fetch_optional(ex).await?)
+}
+
+/// Sets status and operation; finish_time follows the status.
+pub async fn set_state(
+    conn: &mut PgConnection,
+    id: TaskId,
+    status: TaskStatus,
+    operation: TaskOperation,
+) -> Result<()> {
+    sqlx::query(
+        "update task_instance set status = $2, operation = $3, \
+             finish_time = case when $2 = 'RUNNING' then null else now() end \
+         where id = $1",
+    )
+    .bind(id.0)
+    .bind(status.as_str())
+    .bind(operation.as_str())
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Filters of the task list; every field is optional.
+#[derive(Debug, Clone, Default)]
+pub struct ListFilter {
+    pub name: Option<String>,
+    pub statuses: Vec<TaskStatus>,
+    pub task_type: Option<TaskType>,
+    pub cluster_id: Option<i64>,
+    pub host_id: Option<i64>,
+    pub creator: Option<String>,
+}
+
+/// Columns the list may be sorted by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SortKey {
+    Id,
+    Name,
+    Status,
+    CreateTime,
+    StartTime,
+    FinishTime,
+}
+
+impl SortKey {
+    pub fn parse(s: &str) -> Option<SortKey> {
+        Some(match s {
+            "id" => SortKey::Id,
+            "name" => SortKey::Name,
+            "status" => SortKey::Status,
+            "createTime" => SortKey::CreateTime,
+            "startTime" => SortKey::StartTime,
+            "finishTime" => SortKey::FinishTime,
+            _ => return None,
+        })
+    }
+
+    fn column(self) -> &'static str {
+        match self {
+            SortKey::Id => "id",
+            SortKey::Name => "name",
+            SortKey::Status => "status",
+            SortKey::CreateTime => "create_time",
+            SortKey::StartTime => "start_time",
+            SortKey::FinishTime => "finish_time",
+        }
+    }
+}
+
+fn push_filter(qb: &mut QueryBuilder<'_, Postgres>, f: &ListFilter) {
+    qb.push(" where true");
+    if let Some(name) = &f.name {
+        let escaped = name
+            .replace('\\', "\\\\")
+            .replace('%', "\\%")
+            .replace('_', "\\_");
+        qb.push(" and name ilike ")
+            .push_bind(format!("%{escaped}%"));
+    }
+    if !f.statuses.is_empty() {
+        let s: Vec<&str> = f.statuses.iter().map(|s| s.as_str()).collect();
+        qb.push(" and status = any(").push_bind(s).push(")");
+    }
+    if let Some(t) = f.task_type {
+        qb.push(" and type = ").push_bind(t.as_str());
+    }
+    if let Some(c) = f.cluster_id {
+        qb.push(" and cluster_id = ").push_bind(c);
+    }
+    if let Some(h) = f.host_id {
+        qb.push(" and host_id = ").push_bind(h);
+    }
+    if let Some(c) = &f.creator {
+        qb.push(" and creator = ").push_bind(c.clone());
+    }
+}
+
+/// One page of tasks (page is 0-based here) and the total count.
+pub async fn list(
+    conn: &mut PgConnection,
+    f: &ListFilter,
+    sort: SortKey,
+    descending: bool,
+    page: i64,
+    size: i64,
+) -> Result<(Vec<TaskRow>, i64)> {
+    let mut count = QueryBuilder::new("select count(*) from task_instance");
+    push_filter(&mut count, f);
+    let total: i64 = count.build_query_scalar().fetch_one(&mut *conn).await?;
+
+    let mut qb = QueryBuilder::new(format!("select {COLUMNS} from task_instance"));
+    push_filter(&mut qb, f);
+    let dir = if descending { "desc" } else { "asc" };
+    qb.push(format!(
+        " order by {} {dir} nulls last, id {dir} limit ",
+        sort.column()
+    ))
+    .push_bind(size)
+    .push(" offset ")
+    .push_bind(page.saturating_mul(size));
+    let rows = qb.build_query_as().fetch_all(&mut *conn).await?;
+    Ok((rows, total))
+}
