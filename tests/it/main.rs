@@ -1,0 +1,6 @@
+//! Integration tests against a real PostgreSQL: one binary, one fresh
+//! database per test (see `support`).
+
+mod support;
+
+mod engine;
