@@ -53,7 +53,12 @@ pub fn init_tracing(format: LogFormat) {
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
     match format {
         LogFormat::Human => builder.init(),
-        LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).with_span_list(false).init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .init(),
     }
 }
 

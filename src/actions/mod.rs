@@ -116,6 +116,9 @@ pub trait Action: Send + Sync + 'static {
     async fn cancel(&self, _run: &Run) {}
 }
 
+/// Parameters given after `?` in a className.
+pub type Params = BTreeMap<String, String>;
+
 /// Maps classNames to actions.
 #[derive(Clone, Default)]
 pub struct Registry {
@@ -136,7 +139,8 @@ impl Registry {
     }
 
     pub fn register(&mut self, class_name: &str, action: impl Action) {
-        self.actions.insert(class_name.to_string(), Arc::new(action));
+        self.actions
+            .insert(class_name.to_string(), Arc::new(action));
     }
 
     pub fn contains(&self, class_name: &str) -> bool {
@@ -147,7 +151,7 @@ impl Registry {
     pub fn resolve(
         &self,
         class_name: &str,
-    ) -> Result<(Arc<dyn Action>, BTreeMap<String, String>), ActionError> {
+    ) -> Result<(Arc<dyn Action>, Params), ActionError> {
         let (name, params) = split_class(class_name);
         let action = self.actions.get(name).cloned().ok_or_else(|| {
             ActionError::failed(format!("no action is registered for className {name:?}"))

@@ -250,7 +250,10 @@ mod tests {
     fn refuses_invalid_dags() {
         assert_eq!(plan(&spec(vec![])), Err(DagError::Empty));
         assert_eq!(
-            plan(&spec(vec![NodeSpec::new("a", "x", 1), NodeSpec::new("a", "x", 1)])),
+            plan(&spec(vec![
+                NodeSpec::new("a", "x", 1),
+                NodeSpec::new("a", "x", 1)
+            ])),
             Err(DagError::DuplicateName("a".into()))
         );
         assert!(matches!(

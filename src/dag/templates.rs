@@ -32,45 +32,129 @@ impl Template {
     pub fn steps(self) -> &'static [(&'static str, &'static str, i32)] {
         match self {
             Template::RestartObserver => &[
-                ("Prepare restart observer", "server.PrepareRestartObServerTask", 300),
+                (
+                    "Prepare restart observer",
+                    "server.PrepareRestartObServerTask",
+                    300,
+                ),
                 ("Stop server", "server.StopObServerTask", 300),
-                ("Stop observer process", "server.StopObServerProcessTask", 1200),
-                ("Start observer process", "server.StartObServerProcessTask", 1200),
-                ("Wait observer active", "server.WaitObServerActiveTask", 1800),
-                ("Start ocp agent service", "obagent.StartOcpAgentServiceTask", 1800),
+                (
+                    "Stop observer process",
+                    "server.StopObServerProcessTask",
+                    1200,
+                ),
+                (
+                    "Start observer process",
+                    "server.StartObServerProcessTask",
+                    1200,
+                ),
+                (
+                    "Wait observer active",
+                    "server.WaitObServerActiveTask",
+                    1800,
+                ),
+                (
+                    "Start ocp agent service",
+                    "obagent.StartOcpAgentServiceTask",
+                    1800,
+                ),
                 ("Start server", "server.StartObServerTask", 300),
-                ("Update observer status", "server.UpdateObServerStatusTask", 300),
+                (
+                    "Update observer status",
+                    "server.UpdateObServerStatusTask",
+                    300,
+                ),
                 ("Update zone status", "zone.UpdateObZoneStatusTask", 1800),
                 ("Sync cluster info", "cluster.SyncClusterInfoTask", 30),
-                ("Update OB cluster status", "cluster.UpdateObClusterStatusTask", 30),
+                (
+                    "Update OB cluster status",
+                    "cluster.UpdateObClusterStatusTask",
+                    30,
+                ),
             ],
             Template::StartObserver => &[
-                ("Prepare start observer", "server.PrepareStartObServerTask", 300),
-                ("Start observer process", "server.StartObServerProcessTask", 1200),
-                ("Wait observer active", "server.WaitObServerActiveTask", 1800),
-                ("Start ocp agent service", "obagent.StartOcpAgentServiceTask", 1800),
+                (
+                    "Prepare start observer",
+                    "server.PrepareStartObServerTask",
+                    300,
+                ),
+                (
+                    "Start observer process",
+                    "server.StartObServerProcessTask",
+                    1200,
+                ),
+                (
+                    "Wait observer active",
+                    "server.WaitObServerActiveTask",
+                    1800,
+                ),
+                (
+                    "Start ocp agent service",
+                    "obagent.StartOcpAgentServiceTask",
+                    1800,
+                ),
                 ("Start server", "server.StartObServerTask", 300),
-                ("Update observer status", "server.UpdateObServerStatusTask", 300),
+                (
+                    "Update observer status",
+                    "server.UpdateObServerStatusTask",
+                    300,
+                ),
                 ("Update zone status", "zone.UpdateObZoneStatusTask", 1800),
                 ("Sync cluster info", "cluster.SyncClusterInfoTask", 30),
-                ("Update OB cluster status", "cluster.UpdateObClusterStatusTask", 30),
+                (
+                    "Update OB cluster status",
+                    "cluster.UpdateObClusterStatusTask",
+                    30,
+                ),
             ],
             Template::StopObserver => &[
-                ("Prepare stop observer", "server.PrepareStopObServerTask", 300),
+                (
+                    "Prepare stop observer",
+                    "server.PrepareStopObServerTask",
+                    300,
+                ),
                 ("Stop server", "server.StopObServerTask", 300),
-                ("Stop observer process", "server.StopObServerProcessTask", 1200),
+                (
+                    "Stop observer process",
+                    "server.StopObServerProcessTask",
+                    1200,
+                ),
                 ("Wait observer stop", "server.WaitObServerStopTask", 1800),
-                ("Update observer status", "server.UpdateObServerStatusTask", 300),
+                (
+                    "Update observer status",
+                    "server.UpdateObServerStatusTask",
+                    300,
+                ),
                 ("Update zone status", "zone.UpdateObZoneStatusTask", 1800),
                 ("Sync cluster info", "cluster.SyncClusterInfoTask", 30),
-                ("Update OB cluster status", "cluster.UpdateObClusterStatusTask", 30),
+                (
+                    "Update OB cluster status",
+                    "cluster.UpdateObClusterStatusTask",
+                    30,
+                ),
             ],
             Template::RestartAgent => &[
-                ("Prepare restart OCP agent", "obagent.PrepareRestartOcpAgentTask", 60),
+                (
+                    "Prepare restart OCP agent",
+                    "obagent.PrepareRestartOcpAgentTask",
+                    60,
+                ),
                 ("Restart pos proxy", "obagent.RestartPosProxyTask", 60),
-                ("Stop all OCP agent processes", "obagent.StopAllOcpAgentProcessesTask", 600),
-                ("Start all OCP agent processes", "obagent.StartAllOcpAgentProcessesTask", 600),
-                ("Finish OCP agent operation", "obagent.FinishOcpAgentOperationTask", 60),
+                (
+                    "Stop all OCP agent processes",
+                    "obagent.StopAllOcpAgentProcessesTask",
+                    600,
+                ),
+                (
+                    "Start all OCP agent processes",
+                    "obagent.StartAllOcpAgentProcessesTask",
+                    600,
+                ),
+                (
+                    "Finish OCP agent operation",
+                    "obagent.FinishOcpAgentOperationTask",
+                    60,
+                ),
             ],
         }
     }

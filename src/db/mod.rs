@@ -11,7 +11,7 @@ mod embedded {
 }
 
 /// Advisory lock key held while migrating ("taskd" in ASCII).
-const MIGRATION_LOCK: i64 = 0x7461_736b_64;
+const MIGRATION_LOCK: i64 = 0x74_6173_6b64;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -30,8 +30,8 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// Applies every pending migration. Concurrent callers serialize on an
 /// advisory lock, so two replicas starting together both succeed.
 pub async fn migrate(database_url: &str) -> Result<()> {
-    let config = tokio_postgres::Config::from_str(database_url)
-        .map_err(|e| Error::Url(e.to_string()))?;
+    let config =
+        tokio_postgres::Config::from_str(database_url).map_err(|e| Error::Url(e.to_string()))?;
     let (mut client, connection) = config.connect(tokio_postgres::NoTls).await?;
     let driver = tokio::spawn(async move {
         if let Err(e) = connection.await {
@@ -67,14 +67,13 @@ pub fn known_migrations() -> usize {
 
 /// True when every migration this binary knows is applied.
 pub async fn migrations_applied(pool: &PgPool) -> Result<bool> {
-    let applied: Option<i64> =
-        sqlx::query_scalar("select count(*) from refinery_schema_history")
-            .fetch_optional(pool)
-            .await
-            .or_else(|e| match &e {
-                sqlx::Error::Database(d) if d.code().as_deref() == Some("42P01") => Ok(None),
-                _ => Err(e),
-            })?;
+    let applied: Option<i64> = sqlx::query_scalar("select count(*) from refinery_schema_history")
+        .fetch_optional(pool)
+        .await
+        .or_else(|e| match &e {
+            sqlx::Error::Database(d) if d.code().as_deref() == Some("42P01") => Ok(None),
+            _ => Err(e),
+        })?;
     Ok(applied.unwrap_or(0) as usize >= known_migrations())
 }
 

@@ -28,7 +28,10 @@ impl Sweeper {
         let mut recovered = 0;
         for l in lost {
             let error = if l.worker_gone {
-                format!("executor node restarted: worker {} stopped heartbeating", l.executor)
+                format!(
+                    "executor node restarted: worker {} stopped heartbeating",
+                    l.executor
+                )
             } else {
                 "subtask timed out: its worker did not stop it".to_string()
             };

@@ -159,7 +159,10 @@ impl Worker {
     /// Stops the run of `subtask` if this worker holds it (user cancel).
     fn cancel_run(&self, subtask: i64) {
         if let Some(slot) = self.slot(subtask) {
-            tracing::info!(subtask_id = subtask, "cancel requested; stopping the action");
+            tracing::info!(
+                subtask_id = subtask,
+                "cancel requested; stopping the action"
+            );
             slot.stop(StopReason::UserCancel);
         }
     }
@@ -182,11 +185,7 @@ impl Worker {
             return Ok(Vec::new());
         }
         let claimed = store::subtask::claim(&self.inner.pool, &self.inner.id, limit as i64).await?;
-        let mut running = self
-            .inner
-            .running
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let mut running = self.inner.running.lock().unwrap_or_else(|p| p.into_inner());
         for c in &claimed {
             running.insert(
                 c.id,
@@ -208,8 +207,7 @@ impl Worker {
     pub async fn run_once(&self) -> Result<usize> {
         let claimed = self.claim(self.free_slots()).await?;
         let n = claimed.len();
-        let results =
-            futures::future::join_all(claimed.into_iter().map(|c| self.execute(c))).await;
+        let results = futures::future::join_all(claimed.into_iter().map(|c| self.execute(c))).await;
         let mut writes = Vec::new();
         for r in results {
             match r {
@@ -416,7 +414,15 @@ impl Worker {
                 }
             }
         };
-        if timed_out || matches!(&outcome, Outcome::Failed { cancelled: true, .. }) {
+        if timed_out
+            || matches!(
+                &outcome,
+                Outcome::Failed {
+                    cancelled: true,
+                    ..
+                }
+            )
+        {
             let cleanup = Run {
                 task_id: c.task_id,
                 subtask_id: c.id,
@@ -485,9 +491,10 @@ impl Worker {
                 continue;
             }
             let pause = if claim_errors > 0 {
-                inner.cfg.poll_interval.max(Duration::from_millis(
-                    100 * u64::from(claim_errors.min(20)),
-                ))
+                inner
+                    .cfg
+                    .poll_interval
+                    .max(Duration::from_millis(100 * u64::from(claim_errors.min(20))))
             } else {
                 inner.cfg.poll_interval
             };
@@ -498,7 +505,10 @@ impl Worker {
             }
         }
 
-        tracing::info!(running = self.running_len(), "worker stopping: no more claims");
+        tracing::info!(
+            running = self.running_len(),
+            "worker stopping: no more claims"
+        );
         let deadline = Instant::now() + inner.cfg.shutdown_grace;
         while self.running_len() > 0 && Instant::now() < deadline {
             let freed = inner.freed.notified();
@@ -612,10 +622,7 @@ impl Worker {
                     }
                 }
             };
-            if let Err(e) = listener
-                .listen_all(["taskd_ready", "taskd_cancel"])
-                .await
-            {
+            if let Err(e) = listener.listen_all(["taskd_ready", "taskd_cancel"]).await {
                 tracing::warn!(error = %e, "LISTEN failed; polling meanwhile");
                 tokio::select! {
                     _ = stop.cancelled() => return,

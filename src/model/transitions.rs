@@ -237,7 +237,13 @@ mod tests {
     fn subtask_actions_refuse_wrong_states() {
         assert!(check_subtask_retry(Op::Execute, S::Failed).is_ok());
         assert!(check_subtask_retry(Op::Rollback, S::Failed).is_err());
-        for s in [S::Pending, S::Ready, S::Running, S::Canceling, S::Successful] {
+        for s in [
+            S::Pending,
+            S::Ready,
+            S::Running,
+            S::Canceling,
+            S::Successful,
+        ] {
             assert!(check_subtask_retry(Op::Execute, s).is_err());
             assert!(skip_outcome(Op::Execute, s).is_err());
         }
@@ -301,19 +307,13 @@ mod tests {
         );
         assert_eq!(settle(Op::Execute, counts(1, 0, 1, 0, 2)), None);
         assert_eq!(settle(Op::Execute, counts(2, 0, 1, 1, 0)), None);
-        assert_eq!(
-            settle(Op::Execute, counts(2, 0, 0, 1, 1)),
-            Some(T::Failed)
-        );
+        assert_eq!(settle(Op::Execute, counts(2, 0, 0, 1, 1)), Some(T::Failed));
         assert_eq!(
             settle(Op::Rollback, counts(4, 0, 0, 0, 0)),
             Some(T::Successful)
         );
         assert_eq!(settle(Op::Rollback, counts(2, 1, 0, 0, 1)), None);
-        assert_eq!(
-            settle(Op::Rollback, counts(2, 0, 0, 1, 1)),
-            Some(T::Failed)
-        );
+        assert_eq!(settle(Op::Rollback, counts(2, 0, 0, 1, 1)), Some(T::Failed));
     }
 
     #[test]

@@ -3,7 +3,12 @@
 use super::Result;
 use sqlx::PgExecutor;
 
-pub async fn append(ex: impl PgExecutor<'_>, subtask: i64, run_time: i32, line: &str) -> Result<()> {
+pub async fn append(
+    ex: impl PgExecutor<'_>,
+    subtask: i64,
+    run_time: i32,
+    line: &str,
+) -> Result<()> {
     sqlx::query("insert into subtask_log (subtask_id, run_time, line) values ($1, $2, $3)")
         .bind(subtask)
         .bind(run_time)

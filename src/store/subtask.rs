@@ -115,7 +115,8 @@ pub async fn get(ex: impl PgExecutor<'_>, id: i64) -> Result<Option<SubtaskRow>>
 }
 
 pub async fn list_for_task(ex: impl PgExecutor<'_>, task: TaskId) -> Result<Vec<SubtaskRow>> {
-    let sql = format!("select {COLUMNS} from subtask_instance where task_id = $1 order by series_id");
+    let sql =
+        format!("select {COLUMNS} from subtask_instance where task_id = $1 order by series_id");
     Ok(sqlx::query_as(&sql).bind(task.0).fetch_all(ex).await?)
 }
 
@@ -404,23 +405,28 @@ pub async fn start_rollback(conn: &mut PgConnection, task: TaskId) -> Result<u64
 /// downstream less to wait for; those with none left become READY to roll
 /// back. Returns how many became READY.
 pub async fn rollback_upstreams(conn: &mut PgConnection, id: i64) -> Result<u64> {
-    let done = sqlx::query(
-        "with d as ( \
-             update subtask_instance u set pending_downstreams = u.pending_downstreams - 1 \
-             from subtask_edge e \
-             where e.downstream_id = $1 and u.id = e.upstream_id \
-               and u.status in ('SUCCESSFUL', 'FAILED') and u.operation = 'ROLLBACK' \
-               and u.pending_downstreams > 0 \
-             returning u.id, u.pending_downstreams \
-         ) \
-         update subtask_instance s set status = 'READY', run_time = s.run_time + 1, \
-             run_after = now(), error = null \
-         from d where s.id = d.id and d.pending_downstreams = 0",
+    // One statement: a row updated by a data-modifying CTE cannot be
+    // updated again by the outer query.
+    let done: Vec<String> = sqlx::query_scalar(
+        "update subtask_instance u \
+         set pending_downstreams = u.pending_downstreams - 1, \
+             status = case when u.pending_downstreams = 1 then 'READY' else u.status end, \
+             run_time = case when u.pending_downstreams = 1 then u.run_time + 1 else u.run_time end, \
+             run_after = case when u.pending_downstreams = 1 then now() else u.run_after end, \
+             error = case when u.pending_downstreams = 1 then null else u.error end \
+         from subtask_edge e \
+         where e.downstream_id = $1 and u.id = e.upstream_id \
+           and u.status in ('SUCCESSFUL', 'FAILED') and u.operation = 'ROLLBACK' \
+           and u.pending_downstreams > 0 \
+         returning u.status",
     )
     .bind(id)
-    .execute(conn)
+    .fetch_all(conn)
     .await?;
-    Ok(done.rows_affected())
+    Ok(done
+        .iter()
+        .filter(|s: &&String| s.as_str() == "READY")
+        .count() as u64)
 }
 
 /// Skips a FAILED subtask: it takes `status`/`operation` without running.

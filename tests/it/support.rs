@@ -42,8 +42,12 @@ impl TestDb {
             .expect("create test database");
         admin.close().await;
         let url = url_for(&name);
-        taskd::db::migrate(&url).await.expect("migrate test database");
-        let pool = taskd::db::connect(&url, 20).await.expect("connect test database");
+        taskd::db::migrate(&url)
+            .await
+            .expect("migrate test database");
+        let pool = taskd::db::connect(&url, 20)
+            .await
+            .expect("connect test database");
         TestDb { name, url, pool }
     }
 }
@@ -51,19 +55,21 @@ impl TestDb {
 impl Drop for TestDb {
     fn drop(&mut self) {
         let name = self.name.clone();
-        let pool = self.pool.clone();
-        // Drop runs outside async; use a small runtime on a thread of its own.
+        // Drop cannot await, and the test's runtime is blocked while we
+        // wait: use a small runtime on a thread of its own, and let
+        // `with (force)` end this database's connections (closing the pool
+        // here would wait on the blocked runtime).
         let _ = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build();
             if let Ok(rt) = rt {
                 rt.block_on(async move {
-                    pool.close().await;
                     if let Ok(admin) = PgPool::connect(&admin_url()).await {
-                        let _ = sqlx::query(&format!("drop database if exists {name} with (force)"))
-                            .execute(&admin)
-                            .await;
+                        let _ =
+                            sqlx::query(&format!("drop database if exists {name} with (force)"))
+                                .execute(&admin)
+                                .await;
                         admin.close().await;
                     }
                 });
