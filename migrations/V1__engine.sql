@@ -120,7 +120,7 @@ comment on column subtask_instance.pending_upstreams is 'Upstreams not yet SUCCE
 comment on column subtask_instance.pending_downstreams is 'During a rollback: downstreams not yet rolled back; the subtask rolls back when this reaches 0.';
 comment on column subtask_instance.context is 'Context {stringMap, listMap, parallelIdx, parallel} of this step: its input when READY, plus the keys it added once SUCCESSFUL.';
 comment on column subtask_instance.executor is 'Worker id holding the current run (RUNNING or CANCELING only).';
-comment on column subtask_instance.run_after is 'A READY subtask is not claimed before this time (retry backoff).';
+comment on column subtask_instance.run_after is 'A READY subtask is not claimed before this time (retry backoff); kept after the claim, so start_time - run_after is the handoff latency.';
 comment on column subtask_instance.lease_expires_at is 'When the current run''s timeout passes; the sweeper fails runs past it.';
 comment on column subtask_instance.start_time is 'When the current or last run started.';
 comment on column subtask_instance.finish_time is 'When the last run finished.';

@@ -37,6 +37,11 @@ pub enum Command {
         #[command(flatten)]
         db: DbArgs,
     },
+    /// Measure throughput and latency against a fresh database of its own.
+    Bench {
+        #[command(flatten)]
+        args: crate::bench::BenchArgs,
+    },
     /// Run worker loops and the sweeper only (a worker replica).
     Worker {
         #[command(flatten)]
@@ -46,10 +51,16 @@ pub enum Command {
     },
 }
 
-/// Sets up logging: RUST_LOG filters (default `info`).
-pub fn init_tracing(format: LogFormat) {
+/// Sets up logging: RUST_LOG filters (default `info`, `warn` for the bench
+/// so that logging does not weigh on its figures).
+pub fn init_tracing(cli: &Cli) {
+    let default = match cli.command {
+        Command::Bench { .. } => "warn",
+        _ => "info",
+    };
+    let format = cli.log_format;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
     match format {
         LogFormat::Human => builder.init(),
@@ -116,6 +127,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             tracing::info!("migrations applied");
             Ok(())
         }
+        Command::Bench { args } => crate::bench::run(args).await,
         Command::Worker { db, engine } => {
             db::migrate(&db.database_url).await?;
             let pool = db::connect(&db.database_url, db.db_max_connections).await?;

@@ -7,6 +7,7 @@
 //! fenced transaction. A sweeper recovers the work of dead workers.
 //!
 //! Module map:
+//! - [`bench`]: `taskd bench`, throughput and latency figures.
 //! - [`cli`]: subcommands and what each runs.
 //! - [`config`]: settings from flags and environment.
 //! - [`db`]: connection pool and advisory-locked migrations.
@@ -19,6 +20,7 @@
 
 pub mod actions;
 pub mod agent;
+pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod dag;

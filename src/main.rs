@@ -5,7 +5,7 @@ use clap::Parser;
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = taskd::cli::Cli::parse();
-    taskd::cli::init_tracing(cli.log_format);
+    taskd::cli::init_tracing(&cli);
     match taskd::cli::run(cli).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {

@@ -148,10 +148,7 @@ impl Registry {
     }
 
     /// The action of a className and the parameters after its `?`.
-    pub fn resolve(
-        &self,
-        class_name: &str,
-    ) -> Result<(Arc<dyn Action>, Params), ActionError> {
+    pub fn resolve(&self, class_name: &str) -> Result<(Arc<dyn Action>, Params), ActionError> {
         let (name, params) = split_class(class_name);
         let action = self.actions.get(name).cloned().ok_or_else(|| {
             ActionError::failed(format!("no action is registered for className {name:?}"))

@@ -172,7 +172,7 @@ pub async fn claim(ex: impl PgExecutor<'_>, executor: &str, limit: i64) -> Resul
          ), u as ( \
              update subtask_instance s \
              set status = 'RUNNING', executor = $1, start_time = now(), finish_time = null, \
-                 error = null, run_after = null, \
+                 error = null, \
                  lease_expires_at = now() + make_interval(secs => s.timeout_s) \
              from c, task_instance t \
              where s.id = c.id and t.id = s.task_id \
@@ -224,7 +224,8 @@ pub async fn end_run(conn: &mut PgConnection, run: &RunKey, end: &RunEnd) -> Res
         "update subtask_instance \
          set status = $4, operation = $5, run_time = $6, \
              context = coalesce($7, context), error = $8, \
-             run_after = case when $4 = 'READY' then now() + make_interval(secs => $9::float8 / 1000) end, \
+             run_after = case when $4 = 'READY' then now() + make_interval(secs => $9::float8 / 1000) \
+                 else run_after end, \
              finish_time = case when $4 = 'READY' then finish_time else now() end, \
              executor = null, lease_expires_at = null \
          where id = $1 and run_time = $2 and executor = $3 and status in ('RUNNING', 'CANCELING')",

@@ -1,0 +1,508 @@
+//! `taskd bench`: throughput and latency of the engine against a fresh
+//! database of its own, with worker child processes, and PostgreSQL's own
+//! commit rate (`pgbench -N`) on the same machine for comparison. Prints one
+//! JSON line per scenario; asserts nothing.
+
+use crate::dag::{templates::Template, DagSpec, NodeSpec};
+use crate::model::{Context, TaskType};
+use crate::store::task::NewTask;
+use crate::{db, engine};
+use clap::Args;
+use serde_json::{json, Value};
+use sqlx::PgPool;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+use tokio::process::{Child, Command};
+
+#[derive(Debug, Clone, Args)]
+pub struct BenchArgs {
+    /// Server to create the bench database on (any database URL on it).
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/postgres"
+    )]
+    pub database_url: String,
+
+    /// Scenarios to run, comma-separated: flat, dag, latency, pgbench.
+    #[arg(
+        long,
+        env = "TASKD_BENCH_SCENARIOS",
+        default_value = "flat,dag,latency,pgbench"
+    )]
+    pub scenarios: String,
+
+    /// One-subtask no-op tasks in the flat scenario.
+    #[arg(long, env = "TASKD_BENCH_TASKS", default_value_t = 5000)]
+    pub tasks: usize,
+
+    /// No-op restart-template tasks (11 subtasks each) in the dag scenario.
+    #[arg(long, env = "TASKD_BENCH_DAG_TASKS", default_value_t = 1000)]
+    pub dag_tasks: usize,
+
+    /// Worker processes (`taskd worker` children).
+    #[arg(long, env = "TASKD_BENCH_PROCESSES", default_value_t = 2)]
+    pub processes: usize,
+
+    /// Slots (concurrent subtasks, and claim batch bound) per worker process.
+    #[arg(long, env = "TASKD_BENCH_SLOTS", default_value_t = 64)]
+    pub slots: usize,
+
+    /// Most finished runs written per transaction.
+    #[arg(long, env = "TASKD_BENCH_FINISH_BATCH", default_value_t = 128)]
+    pub finish_batch: usize,
+
+    /// Finished subtasks to put in the history before measuring.
+    #[arg(long, env = "TASKD_BENCH_HISTORY", default_value_t = 0)]
+    pub history: i64,
+
+    /// Seconds of the latency scenario's steady load.
+    #[arg(long, env = "TASKD_BENCH_LATENCY_SECONDS", default_value_t = 10)]
+    pub latency_seconds: u64,
+
+    /// Seconds pgbench -N runs.
+    #[arg(long, env = "TASKD_BENCH_PGBENCH_SECONDS", default_value_t = 10)]
+    pub pgbench_seconds: u64,
+
+    /// Keep the bench database afterwards.
+    #[arg(long, env = "TASKD_BENCH_KEEP")]
+    pub keep: bool,
+}
+
+fn db_url(base: &str, name: &str) -> String {
+    match base.rfind('/') {
+        Some(i) if base[..i].contains("//") => format!("{}/{}", &base[..i], name),
+        _ => format!("{base}/{name}"),
+    }
+}
+
+fn flat_nodes() -> Vec<NodeSpec> {
+    vec![NodeSpec::new("noop", "test.noop", 60)]
+}
+
+fn dag_nodes() -> Vec<NodeSpec> {
+    Template::RestartObserver
+        .nodes()
+        .into_iter()
+        .map(|mut n| {
+            n.class_name = "test.noop".into();
+            n
+        })
+        .collect()
+}
+
+fn bench_task(i: usize) -> NewTask {
+    NewTask {
+        name: format!("bench {i}"),
+        task_type: TaskType::Manual,
+        creator: "bench".into(),
+        executor: None,
+        cluster_id: None,
+        host_id: None,
+        server_id: None,
+        target_key: None,
+        context: Context::default(),
+        prohibit_rollback: false,
+        max_concurrency: 10,
+        trace_id: format!("bench-{i}"),
+        idempotency_key: None,
+    }
+}
+
+/// Submits `n` tasks with `parallel` concurrent submitters; returns tasks/s.
+async fn submit_many(
+    pool: &PgPool,
+    n: usize,
+    nodes: &[NodeSpec],
+    parallel: usize,
+) -> anyhow::Result<f64> {
+    let start = Instant::now();
+    let spec = DagSpec {
+        nodes: nodes.to_vec(),
+        context: Context::default(),
+    };
+    let mut handles = Vec::new();
+    for p in 0..parallel {
+        let pool = pool.clone();
+        let spec = spec.clone();
+        handles.push(tokio::spawn(async move {
+            let mut i = p;
+            while i < n {
+                engine::submit(&pool, &bench_task(i), &spec).await?;
+                i += parallel;
+            }
+            anyhow::Ok(())
+        }));
+    }
+    for h in handles {
+        h.await??;
+    }
+    Ok(n as f64 / start.elapsed().as_secs_f64())
+}
+
+struct Workers {
+    children: Vec<Child>,
+}
+
+impl Workers {
+    async fn start(args: &BenchArgs, url: &str) -> anyhow::Result<Workers> {
+        let exe = std::env::current_exe()?;
+        let mut children = Vec::new();
+        for _ in 0..args.processes {
+            let child = Command::new(&exe)
+                .arg("worker")
+                .env("DATABASE_URL", url)
+                .env("TASKD_WORKER_SLOTS", args.slots.to_string())
+                .env("TASKD_FINISH_BATCH", args.finish_batch.to_string())
+                .env("TASKD_DB_MAX_CONNECTIONS", "8")
+                .env("RUST_LOG", "warn")
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::inherit())
+                .kill_on_drop(true)
+                .spawn()?;
+            children.push(child);
+        }
+        Ok(Workers { children })
+    }
+
+    /// Peak resident memory of each worker process, in MiB.
+    fn peak_rss_mib(&self) -> Vec<f64> {
+        self.children
+            .iter()
+            .filter_map(|c| c.id())
+            .filter_map(|pid| std::fs::read_to_string(format!("/proc/{pid}/status")).ok())
+            .filter_map(|s| {
+                s.lines()
+                    .find(|l| l.starts_with("VmHWM:"))
+                    .and_then(|l| l.split_whitespace().nth(1))
+                    .and_then(|kb| kb.parse::<f64>().ok())
+            })
+            .map(|kb| (kb / 1024.0 * 10.0).round() / 10.0)
+            .collect()
+    }
+
+    async fn stop(mut self) {
+        for c in &self.children {
+            if let Some(pid) = c.id() {
+                // SIGTERM: graceful stop.
+                unsafe {
+                    libc::kill(pid as i32, libc::SIGTERM);
+                }
+            }
+        }
+        for c in &mut self.children {
+            let _ = tokio::time::timeout(Duration::from_secs(15), c.wait()).await;
+            let _ = c.kill().await;
+        }
+    }
+}
+
+async fn running_tasks(pool: &PgPool) -> anyhow::Result<i64> {
+    Ok(
+        sqlx::query_scalar("select count(*) from task_instance where status = 'RUNNING'")
+            .fetch_one(pool)
+            .await?,
+    )
+}
+
+async fn wait_all_done(pool: &PgPool, limit: Duration) -> anyhow::Result<()> {
+    let end = Instant::now() + limit;
+    loop {
+        if running_tasks(pool).await? == 0 {
+            return Ok(());
+        }
+        if Instant::now() > end {
+            anyhow::bail!("tasks still RUNNING after {limit:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Subtasks per second measured from the database's own timestamps: first
+/// claim to last finish, over runs started after `since_id`.
+async fn measured_rate(pool: &PgPool, since_id: i64) -> anyhow::Result<(i64, f64)> {
+    let (n, secs): (i64, Option<f64>) = sqlx::query_as(
+        "select count(*), extract(epoch from max(finish_time) - min(start_time))::float8 \
+         from subtask_instance where id > $1 and status = 'SUCCESSFUL'",
+    )
+    .bind(since_id)
+    .fetch_one(pool)
+    .await?;
+    let secs = secs.unwrap_or(0.0).max(1e-6);
+    Ok((n, n as f64 / secs))
+}
+
+async fn max_subtask_id(pool: &PgPool) -> anyhow::Result<i64> {
+    Ok(
+        sqlx::query_scalar("select coalesce(max(id), 0) from subtask_instance")
+            .fetch_one(pool)
+            .await?,
+    )
+}
+
+/// Handoff latency (READY → RUNNING) percentiles in ms over first runs.
+async fn handoff_ms(pool: &PgPool, since_id: i64) -> anyhow::Result<(f64, f64)> {
+    let (p50, p99): (Option<f64>, Option<f64>) = sqlx::query_as(
+        "select percentile_cont(0.5) within group (order by d), \
+                percentile_cont(0.99) within group (order by d) \
+         from (select extract(epoch from start_time - run_after) * 1000 as d \
+               from subtask_instance \
+               where id > $1 and run_time = 1 and start_time is not null \
+                 and run_after is not null) x",
+    )
+    .bind(since_id)
+    .fetch_one(pool)
+    .await?;
+    Ok((round2(p50.unwrap_or(0.0)), round2(p99.unwrap_or(0.0))))
+}
+
+fn round2(x: f64) -> f64 {
+    (x * 100.0).round() / 100.0
+}
+
+/// End-to-end latency of one no-op restart task, in ms (submit → settled).
+async fn one_restart_ms(pool: &PgPool) -> anyhow::Result<f64> {
+    let spec = DagSpec {
+        nodes: dag_nodes(),
+        context: Context::default(),
+    };
+    let start = Instant::now();
+    let id = engine::submit(pool, &bench_task(usize::MAX), &spec)
+        .await?
+        .id();
+    loop {
+        let status: String = sqlx::query_scalar("select status from task_instance where id = $1")
+            .bind(id.0)
+            .fetch_one(pool)
+            .await?;
+        if status != "RUNNING" {
+            return Ok(round2(start.elapsed().as_secs_f64() * 1000.0));
+        }
+        if start.elapsed() > Duration::from_secs(60) {
+            anyhow::bail!("the restart task did not settle in 60 s");
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+async fn fill_history(pool: &PgPool, n: i64) -> anyhow::Result<()> {
+    if n <= 0 {
+        return Ok(());
+    }
+    // One finished task per 10 subtasks, inserted in chunks.
+    let chunk = 100_000i64;
+    let mut done = 0;
+    while done < n {
+        let k = chunk.min(n - done);
+        sqlx::query(
+            "with t as ( \
+                 insert into task_instance (name, status, operation, creator, context, trace_id, \
+                     finish_time) \
+                 select 'history', 'SUCCESSFUL', 'EXECUTE', 'bench', '{}'::jsonb, 'history', now() \
+                 from generate_series(1, ($1::bigint + 9) / 10) \
+                 returning id \
+             ), n as (select id, row_number() over () as r from t) \
+             insert into subtask_instance (task_id, series_id, name, description, class_name, \
+                 status, operation, timeout_s, pending_upstreams, context, start_time, \
+                 finish_time, run_after) \
+             select n.id, s, 'history', 'history', 'test.noop', 'SUCCESSFUL', 'EXECUTE', 60, 0, \
+                 '{}'::jsonb, now(), now(), now() \
+             from n, generate_series(0, 9) s \
+             where (n.r - 1) * 10 + s < $1",
+        )
+        .bind(k)
+        .execute(pool)
+        .await?;
+        done += k;
+    }
+    sqlx::query("analyze").execute(pool).await?;
+    Ok(())
+}
+
+fn emit(v: Value) {
+    println!("{v}");
+}
+
+async fn run_pgbench(args: &BenchArgs, admin: &PgPool) -> anyhow::Result<Option<f64>> {
+    if which("pgbench").is_none() {
+        emit(json!({"scenario": "pgbench", "skipped": "pgbench is not installed"}));
+        return Ok(None);
+    }
+    let name = format!("taskd_pgbench_{}", std::process::id());
+    sqlx::query(&format!("drop database if exists {name}"))
+        .execute(admin)
+        .await?;
+    sqlx::query(&format!("create database {name}"))
+        .execute(admin)
+        .await?;
+    let url = db_url(&args.database_url, &name);
+    let init = Command::new("pgbench")
+        .args(["-i", "-q", "-s", "1", &url])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .await?;
+    anyhow::ensure!(init.success(), "pgbench -i failed");
+    let out = Command::new("pgbench")
+        .args([
+            "-N",
+            "-n",
+            "-c",
+            "8",
+            "-j",
+            "2",
+            "-T",
+            &args.pgbench_seconds.to_string(),
+            &url,
+        ])
+        .output()
+        .await?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let tps = text
+        .lines()
+        .find(|l| l.starts_with("tps = "))
+        .and_then(|l| l.split_whitespace().nth(2))
+        .and_then(|v| v.parse::<f64>().ok());
+    sqlx::query(&format!("drop database if exists {name} with (force)"))
+        .execute(admin)
+        .await?;
+    emit(
+        json!({"scenario": "pgbench", "mode": "-N -c 8 -j 2", "seconds": args.pgbench_seconds, "tps": tps.map(round2)}),
+    );
+    Ok(tps)
+}
+
+fn which(cmd: &str) -> Option<std::path::PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|p| p.join(cmd))
+            .find(|p| p.is_file())
+    })
+}
+
+pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    let scenarios: Vec<&str> = args.scenarios.split(',').map(str::trim).collect();
+    let admin = db::connect(&args.database_url, 2).await?;
+    let name = format!("taskd_bench_{}", std::process::id());
+    sqlx::query(&format!("drop database if exists {name}"))
+        .execute(&admin)
+        .await?;
+    sqlx::query(&format!("create database {name}"))
+        .execute(&admin)
+        .await?;
+    let url = db_url(&args.database_url, &name);
+    db::migrate(&url).await?;
+    let pool = db::connect(&url, 16).await?;
+    emit(json!({
+        "bench": "taskd", "version": env!("CARGO_PKG_VERSION"),
+        "date": chrono::Utc::now().to_rfc3339(), "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        "processes": args.processes, "slots": args.slots, "finish_batch": args.finish_batch,
+    }));
+    if args.history > 0 {
+        let t = Instant::now();
+        fill_history(&pool, args.history).await?;
+        emit(
+            json!({"scenario": "history", "finished_subtasks": args.history, "seconds": round2(t.elapsed().as_secs_f64())}),
+        );
+    }
+
+    let mut flat_rate = None;
+    let mut dag_rate = None;
+    if scenarios.contains(&"flat") {
+        let since = max_subtask_id(&pool).await?;
+        let submit_rate = submit_many(&pool, args.tasks, &flat_nodes(), 8).await?;
+        let workers = Workers::start(&args, &url).await?;
+        wait_all_done(&pool, Duration::from_secs(600)).await?;
+        let rss = workers.peak_rss_mib();
+        workers.stop().await;
+        let (n, rate) = measured_rate(&pool, since).await?;
+        flat_rate = Some(rate);
+        emit(json!({
+            "scenario": "flat", "tasks": args.tasks, "subtasks": n, "history": args.history,
+            "subtasks_per_s": round2(rate), "submit_tasks_per_s": round2(submit_rate),
+            "worker_peak_rss_mib": rss,
+        }));
+    }
+    if scenarios.contains(&"dag") {
+        let since = max_subtask_id(&pool).await?;
+        let submit_rate = submit_many(&pool, args.dag_tasks, &dag_nodes(), 8).await?;
+        let workers = Workers::start(&args, &url).await?;
+        wait_all_done(&pool, Duration::from_secs(600)).await?;
+        let rss = workers.peak_rss_mib();
+        workers.stop().await;
+        let (n, rate) = measured_rate(&pool, since).await?;
+        dag_rate = Some(rate);
+        emit(json!({
+            "scenario": "dag", "tasks": args.dag_tasks, "subtasks": n,
+            "subtasks_per_s": round2(rate), "submit_tasks_per_s": round2(submit_rate),
+            "worker_peak_rss_mib": rss,
+        }));
+    }
+    if scenarios.contains(&"latency") {
+        let workers = Workers::start(&args, &url).await?;
+        // Let the workers register and LISTEN.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let since = max_subtask_id(&pool).await?;
+        let mut idle = Vec::new();
+        for _ in 0..5 {
+            idle.push(one_restart_ms(&pool).await?);
+        }
+        let (idle_p50, idle_p99) = handoff_ms(&pool, since).await?;
+        idle.sort_by(f64::total_cmp);
+        // Steady load at half of the flat peak (or 500/s when unknown).
+        let rate = flat_rate.map(|r| r / 2.0).unwrap_or(500.0).max(1.0);
+        let since = max_subtask_id(&pool).await?;
+        let load_pool = pool.clone();
+        let secs = args.latency_seconds;
+        let load = tokio::spawn(async move {
+            let interval = Duration::from_secs_f64(1.0 / rate);
+            let end = Instant::now() + Duration::from_secs(secs);
+            let spec = DagSpec {
+                nodes: flat_nodes(),
+                context: Context::default(),
+            };
+            let mut next = Instant::now();
+            let mut i = 0usize;
+            let mut inflight = tokio::task::JoinSet::new();
+            while Instant::now() < end {
+                let pool = load_pool.clone();
+                let spec = spec.clone();
+                inflight.spawn(async move { engine::submit(&pool, &bench_task(i), &spec).await });
+                i += 1;
+                next += interval;
+                tokio::time::sleep_until(next.into()).await;
+            }
+            while inflight.join_next().await.is_some() {}
+            i
+        });
+        tokio::time::sleep(Duration::from_secs(secs / 2)).await;
+        let loaded_e2e = one_restart_ms(&pool).await?;
+        let submitted = load.await?;
+        wait_all_done(&pool, Duration::from_secs(120)).await?;
+        let (p50, p99) = handoff_ms(&pool, since).await?;
+        workers.stop().await;
+        emit(json!({
+            "scenario": "latency",
+            "idle": {"handoff_p50_ms": idle_p50, "handoff_p99_ms": idle_p99, "restart_e2e_ms": idle},
+            "loaded": {"offered_tasks_per_s": round2(rate), "submitted": submitted,
+                       "handoff_p50_ms": p50, "handoff_p99_ms": p99, "restart_e2e_ms": loaded_e2e},
+        }));
+    }
+    if scenarios.contains(&"pgbench") {
+        if let Some(tps) = run_pgbench(&args, &admin).await? {
+            emit(json!({
+                "scenario": "ratio",
+                "flat_subtasks_per_s_over_pgbench_tps": flat_rate.map(|r| round2(r / tps)),
+                "dag_subtasks_per_s_over_pgbench_tps": dag_rate.map(|r| round2(r / tps)),
+            }));
+        }
+    }
+    pool.close().await;
+    if !args.keep {
+        sqlx::query(&format!("drop database if exists {name} with (force)"))
+            .execute(&admin)
+            .await?;
+    }
+    Ok(())
+}
