@@ -114,9 +114,15 @@ pub async fn run_workers(
 ) -> anyhow::Result<()> {
     let sweeper = engine::Sweeper::new(pool.clone(), cfg.clone());
     let sweep = tokio::spawn(sweeper.run(shutdown.clone()));
+    let depth = tokio::spawn(crate::metrics::refresh_queue_depth(
+        pool.clone(),
+        std::time::Duration::from_secs(5),
+        shutdown.clone(),
+    ));
     let worker = engine::Worker::new(pool, registry, cfg);
     worker.run(shutdown).await?;
     let _ = sweep.await;
+    let _ = depth.await;
     Ok(())
 }
 

@@ -11,6 +11,7 @@
 //! - [`cli`]: subcommands and what each runs.
 //! - [`config`]: settings from flags and environment.
 //! - [`db`]: connection pool and advisory-locked migrations.
+//! - [`metrics`]: Prometheus metrics of the process.
 //! - [`model`]: ids, statuses, the context and the state machine (pure).
 //! - [`dag`]: DAG specs, validation, parallel split, the four templates (pure).
 //! - [`store`]: all SQL, one file per aggregate; callers own transactions.
@@ -26,5 +27,6 @@ pub mod config;
 pub mod dag;
 pub mod db;
 pub mod engine;
+pub mod metrics;
 pub mod model;
 pub mod store;

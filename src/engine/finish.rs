@@ -27,6 +27,7 @@ pub struct Finished {
     pub task_id: i64,
     pub operation: SubtaskOperation,
     pub retry_limit: i32,
+    pub class_name: String,
     pub outcome: Outcome,
 }
 
@@ -136,6 +137,14 @@ async fn end_one(
             "run was fenced out; its result is dropped"
         );
         return Ok(false);
+    }
+    let class = crate::metrics::class_label(&f.class_name);
+    let m = &crate::metrics::METRICS;
+    m.finished.with_label_values(&[class]).inc();
+    match end.status {
+        SubtaskStatus::Failed => m.failed.with_label_values(&[class]).inc(),
+        SubtaskStatus::Ready => m.retried.with_label_values(&[class]).inc(),
+        _ => {}
     }
     match end.status {
         SubtaskStatus::Successful => store::subtask::decrement_downstreams(conn, f.run.id).await?,

@@ -45,6 +45,7 @@ impl Sweeper {
                 task_id: l.task_id,
                 operation: l.operation,
                 retry_limit: l.retry_limit,
+                class_name: l.class_name.clone(),
                 outcome: Outcome::Failed {
                     error,
                     cancelled: l.status == SubtaskStatus::Canceling,
@@ -54,6 +55,7 @@ impl Sweeper {
             // the others.
             if finish_batch(&self.pool, &self.cfg, &[f]).await?[0] {
                 recovered += 1;
+                crate::metrics::METRICS.sweeper_recoveries.inc();
             }
         }
         for id in store::worker::delete_dead(&self.pool, dead_ms).await? {

@@ -185,6 +185,20 @@ impl Worker {
             return Ok(Vec::new());
         }
         let claimed = store::subtask::claim(&self.inner.pool, &self.inner.id, limit as i64).await?;
+        if !claimed.is_empty() {
+            let m = &crate::metrics::METRICS;
+            m.claim_batch
+                .with_label_values(&[])
+                .observe(claimed.len() as f64);
+            for c in &claimed {
+                m.claimed
+                    .with_label_values(&[crate::metrics::class_label(&c.class_name)])
+                    .inc();
+                m.handoff
+                    .with_label_values(&[])
+                    .observe(c.handoff_s.max(0.0));
+            }
+        }
         let mut running = self.inner.running.lock().unwrap_or_else(|p| p.into_inner());
         for c in &claimed {
             running.insert(
@@ -321,6 +335,7 @@ impl Worker {
                 task_id: c.task_id,
                 operation: c.operation,
                 retry_limit: c.retry_limit,
+                class_name: c.class_name.clone(),
                 outcome,
             })
         };
@@ -395,6 +410,10 @@ impl Worker {
             },
             Err(ActionError::Cancelled) => {
                 if timed_out {
+                    crate::metrics::METRICS
+                        .timed_out
+                        .with_label_values(&[crate::metrics::class_label(&c.class_name)])
+                        .inc();
                     Outcome::Failed {
                         error: format!("subtask timed out after {} s", c.timeout_s),
                         cancelled: false,
@@ -589,6 +608,9 @@ impl Worker {
                 _ = stop.cancelled() => return,
                 _ = tokio::time::sleep(inner.cfg.heartbeat_interval) => {}
             }
+            crate::metrics::METRICS
+                .heartbeat_age
+                .set(last_ok.elapsed().as_secs_f64());
             match self.heartbeat().await {
                 Ok(_) => {
                     last_ok = Instant::now();

@@ -155,6 +155,8 @@ pub struct Claimed {
     pub parallel_idx: i32,
     pub context: Json<Context>,
     pub trace_id: String,
+    /// Seconds from READY to this claim.
+    pub handoff_s: f64,
 }
 
 /// Claims up to `limit` READY subtasks whose backoff has passed, in one
@@ -177,7 +179,8 @@ pub async fn claim(ex: impl PgExecutor<'_>, executor: &str, limit: i64) -> Resul
              from c, task_instance t \
              where s.id = c.id and t.id = s.task_id \
              returning s.id, s.task_id, s.name, s.class_name, s.operation, s.run_time, \
-                 s.retry_limit, s.timeout_s, s.parallel_idx, s.context, t.trace_id \
+                 s.retry_limit, s.timeout_s, s.parallel_idx, s.context, t.trace_id, \
+                 extract(epoch from now() - s.run_after)::float8 as handoff_s \
          ), l as ( \
              insert into subtask_log (subtask_id, run_time, line) \
              select id, run_time, \
@@ -188,7 +191,7 @@ pub async fn claim(ex: impl PgExecutor<'_>, executor: &str, limit: i64) -> Resul
              from u \
          ) \
          select id, task_id, name, class_name, operation, run_time, retry_limit, timeout_s, \
-             parallel_idx, context, trace_id from u",
+             parallel_idx, context, trace_id, handoff_s from u",
     )
     .bind(executor)
     .bind(limit)
@@ -493,6 +496,7 @@ pub struct LostRun {
     pub task_id: i64,
     pub run_time: i32,
     pub retry_limit: i32,
+    pub class_name: String,
     pub executor: String,
     #[sqlx(try_from = "String")]
     pub status: SubtaskStatus,
@@ -511,7 +515,8 @@ pub async fn find_lost(
     limit: i64,
 ) -> Result<Vec<LostRun>> {
     Ok(sqlx::query_as(
-        "select s.id, s.task_id, s.run_time, s.retry_limit, s.executor, s.status, s.operation, \
+        "select s.id, s.task_id, s.run_time, s.retry_limit, s.class_name, s.executor, s.status, \
+             s.operation, \
              (w.id is null or w.heartbeat_at < now() - make_interval(secs => $1::float8 / 1000)) \
                  as worker_gone \
          from subtask_instance s \
