@@ -408,6 +408,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
 
     let mut flat_rate = None;
+    let mut flat_submit_rate = None;
     let mut dag_rate = None;
     if scenarios.contains(&"flat") {
         let since = max_subtask_id(&pool).await?;
@@ -418,6 +419,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         workers.stop().await;
         let (n, rate) = measured_rate(&pool, since).await?;
         flat_rate = Some(rate);
+        flat_submit_rate = Some(submit_rate);
         emit(json!({
             "scenario": "flat", "tasks": args.tasks, "subtasks": n, "history": args.history,
             "subtasks_per_s": round2(rate), "submit_tasks_per_s": round2(submit_rate),
@@ -450,8 +452,13 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         }
         let (idle_p50, idle_p99) = handoff_ms(&pool, since).await?;
         idle.sort_by(f64::total_cmp);
-        // Steady load at half of the flat peak (or 500/s when unknown).
-        let rate = flat_rate.map(|r| r / 2.0).unwrap_or(500.0).max(1.0);
+        // Steady load at half of the peak: the flat run rate, or the submit
+        // rate when submitting is the slower half of the system.
+        let peak = match (flat_rate, flat_submit_rate) {
+            (Some(r), Some(s)) => r.min(s),
+            _ => 1000.0,
+        };
+        let rate = (peak / 2.0).max(1.0);
         let since = max_subtask_id(&pool).await?;
         let load_pool = pool.clone();
         let secs = args.latency_seconds;

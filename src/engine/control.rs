@@ -43,7 +43,7 @@ async fn set_running(tx: &mut PgConnection, task: &mut TaskRow, op: TaskOperatio
 }
 
 async fn commit(mut tx: Transaction<'_, Postgres>, task: &mut TaskRow, notify: bool) -> Result<()> {
-    let promoted = after_change(&mut tx, task).await?;
+    let promoted = after_change(&mut tx, std::slice::from_mut(task)).await?;
     if notify || promoted {
         store::notify_ready(&mut tx).await?;
     }
@@ -101,7 +101,7 @@ pub async fn skip_subtask(pool: &PgPool, id: TaskId, subtask: i64) -> Result<()>
     set_running(&mut tx, &mut task, op_now).await?;
     store::subtask::skip(&mut tx, subtask, status, op).await?;
     let notify = if status == SubtaskStatus::Successful {
-        store::subtask::decrement_downstreams(&mut tx, subtask).await?;
+        store::subtask::decrement_downstreams(&mut tx, &[subtask]).await?;
         false
     } else {
         store::subtask::rollback_upstreams(&mut tx, subtask).await? > 0

@@ -4,10 +4,10 @@
 
 use super::{EngineConfig, Result};
 use crate::model::transitions::{self, AfterFailure};
-use crate::model::{Context, SubtaskOperation, SubtaskStatus, TaskId, TaskOperation, TaskStatus};
+use crate::model::{Context, SubtaskOperation, SubtaskStatus, TaskOperation, TaskStatus};
 use crate::store::{self, subtask::RunEnd, subtask::RunKey, task::TaskRow};
 use sqlx::{PgConnection, PgPool};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 /// How a run ended, as the worker (or the sweeper) saw it.
 #[derive(Debug, Clone)]
@@ -31,35 +31,69 @@ pub struct Finished {
     pub outcome: Outcome,
 }
 
-/// Writes finished runs in one transaction, tasks locked in id order.
-/// Returns, per run, whether it was applied (false: the run was fenced out,
-/// its result dropped).
+/// Writes finished runs in one transaction, tasks locked in id order, with
+/// a fixed number of statements whatever the batch size. Returns, per run,
+/// whether it was applied (false: the run was fenced out, its result
+/// dropped).
 pub async fn finish_batch(
     pool: &PgPool,
     cfg: &EngineConfig,
     items: &[Finished],
 ) -> Result<Vec<bool>> {
-    let mut by_task: BTreeMap<i64, Vec<usize>> = BTreeMap::new();
-    for (i, f) in items.iter().enumerate() {
-        by_task.entry(f.task_id).or_default().push(i);
-    }
-    let task_ids: Vec<i64> = by_task.keys().copied().collect();
-    let mut applied = vec![false; items.len()];
+    let mut task_ids: Vec<i64> = items.iter().map(|f| f.task_id).collect();
+    task_ids.sort_unstable();
+    task_ids.dedup();
     let mut tx = pool.begin().await?;
-    let tasks = store::task::lock_many(&mut tx, &task_ids).await?;
+    let mut tasks = store::task::lock_many(&mut tx, &task_ids).await?;
     let mut notify = false;
-    for mut task in tasks {
-        let mut changed = false;
-        for &i in &by_task[&task.id] {
-            if end_one(&mut tx, cfg, &items[i], &mut notify).await? {
-                applied[i] = true;
-                changed = true;
+    let mut applied = vec![false; items.len()];
+
+    // Hand-backs (shutdown) are rare: one statement each.
+    let mut ends = Vec::new();
+    let mut end_of = Vec::new();
+    for (i, f) in items.iter().enumerate() {
+        match run_end(cfg, f) {
+            None => {
+                applied[i] = store::subtask::release(&mut tx, &f.run).await?;
+                notify |= applied[i];
+            }
+            Some(end) => {
+                end_of.push(i);
+                ends.push((f.run.clone(), end));
             }
         }
-        if changed {
-            notify |= after_change(&mut tx, &mut task).await?;
+    }
+    let written: HashSet<i64> = store::subtask::end_runs(&mut tx, &ends)
+        .await?
+        .into_iter()
+        .collect();
+    let mut succeeded = Vec::new();
+    let mut changed: HashSet<i64> = HashSet::new();
+    for (&i, (run, end)) in end_of.iter().zip(&ends) {
+        let f = &items[i];
+        if !written.contains(&run.id) {
+            tracing::info!(
+                subtask_id = run.id,
+                run_time = run.run_time,
+                "run was fenced out; its result is dropped"
+            );
+            continue;
+        }
+        applied[i] = true;
+        changed.insert(f.task_id);
+        count(f, end.status);
+        match end.status {
+            SubtaskStatus::Successful => succeeded.push(run.id),
+            SubtaskStatus::Pending => {
+                notify |= store::subtask::rollback_upstreams(&mut tx, run.id).await? > 0;
+            }
+            SubtaskStatus::Ready => notify = true,
+            _ => {}
         }
     }
+    store::subtask::decrement_downstreams(&mut tx, &succeeded).await?;
+    tasks.retain(|t| changed.contains(&t.id));
+    notify |= after_change(&mut tx, &mut tasks).await?;
     if notify {
         store::notify_ready(&mut tx).await?;
     }
@@ -67,20 +101,22 @@ pub async fn finish_batch(
     Ok(applied)
 }
 
-/// Ends one run under its (already locked) task. Returns false when fenced out.
-async fn end_one(
-    conn: &mut PgConnection,
-    cfg: &EngineConfig,
-    f: &Finished,
-    notify: &mut bool,
-) -> Result<bool> {
+fn count(f: &Finished, status: SubtaskStatus) {
+    let class = crate::metrics::class_label(&f.class_name);
+    let m = &crate::metrics::METRICS;
+    m.finished.with_label_values(&[class]).inc();
+    match status {
+        SubtaskStatus::Failed => m.failed.with_label_values(&[class]).inc(),
+        SubtaskStatus::Ready => m.retried.with_label_values(&[class]).inc(),
+        _ => {}
+    }
+}
+
+/// How a run ends by the state machine; None for a hand-back.
+fn run_end(cfg: &EngineConfig, f: &Finished) -> Option<RunEnd> {
     let rolling_back = f.operation == SubtaskOperation::Rollback;
-    let end = match &f.outcome {
-        Outcome::Release => {
-            let done = store::subtask::release(conn, &f.run).await?;
-            *notify |= done;
-            return Ok(done);
-        }
+    Some(match &f.outcome {
+        Outcome::Release => return None,
         Outcome::Succeeded(_) if rolling_back => RunEnd {
             status: SubtaskStatus::Pending,
             operation: SubtaskOperation::Rollback,
@@ -129,71 +165,72 @@ async fn end_one(
                 backoff_ms: 0,
             },
         },
-    };
-    if !store::subtask::end_run(conn, &f.run, &end).await? {
-        tracing::info!(
-            subtask_id = f.run.id,
-            run_time = f.run.run_time,
-            "run was fenced out; its result is dropped"
-        );
-        return Ok(false);
-    }
-    let class = crate::metrics::class_label(&f.class_name);
-    let m = &crate::metrics::METRICS;
-    m.finished.with_label_values(&[class]).inc();
-    match end.status {
-        SubtaskStatus::Failed => m.failed.with_label_values(&[class]).inc(),
-        SubtaskStatus::Ready => m.retried.with_label_values(&[class]).inc(),
-        _ => {}
-    }
-    match end.status {
-        SubtaskStatus::Successful => store::subtask::decrement_downstreams(conn, f.run.id).await?,
-        SubtaskStatus::Pending => {
-            *notify |= store::subtask::rollback_upstreams(conn, f.run.id).await? > 0;
-        }
-        SubtaskStatus::Ready => *notify = true,
-        _ => {}
-    }
-    Ok(true)
+    })
 }
 
-/// After any change to a RUNNING task's subtasks: fill free concurrency
-/// slots with subtasks whose upstreams are done, then settle the task if
-/// nothing is left to run. Returns true when subtasks became READY.
-pub(crate) async fn after_change(conn: &mut PgConnection, task: &mut TaskRow) -> Result<bool> {
-    if task.status != TaskStatus::Running {
+/// After any change to RUNNING tasks' subtasks: fill free concurrency slots
+/// with subtasks whose upstreams are done, then settle each task that has
+/// nothing left to run. Returns true when subtasks became READY.
+pub(crate) async fn after_change(conn: &mut PgConnection, tasks: &mut [TaskRow]) -> Result<bool> {
+    let running: Vec<i64> = tasks
+        .iter()
+        .filter(|t| t.status == TaskStatus::Running)
+        .map(|t| t.id)
+        .collect();
+    if running.is_empty() {
         return Ok(false);
     }
-    let id = TaskId(task.id);
-    let mut counts = store::subtask::status_counts(conn, id).await?;
-    let mut promoted = 0;
-    if task.operation != TaskOperation::Rollback && counts.pending > 0 {
-        let free = i64::from(task.max_concurrency) - counts.active();
-        if free > 0 {
-            let (ready, failed) = promote(conn, task, free).await?;
-            counts.pending -= ready + failed;
-            counts.ready += ready;
-            counts.failed += failed;
-            promoted = ready;
+    let mut counts = store::subtask::status_counts(conn, &running).await?;
+    let (mut slot_tasks, mut slot_free) = (Vec::new(), Vec::new());
+    for t in tasks.iter() {
+        let c = counts.get(&t.id).copied().unwrap_or_default();
+        let free = i64::from(t.max_concurrency) - c.active();
+        if t.status == TaskStatus::Running
+            && t.operation != TaskOperation::Rollback
+            && c.pending > 0
+            && free > 0
+        {
+            slot_tasks.push(t.id);
+            slot_free.push(free);
         }
     }
-    if let Some(status) = transitions::settle(task.operation, counts) {
-        store::task::set_state(conn, id, status, task.operation).await?;
-        task.status = status;
-        tracing::info!(task_id = task.id, status = %status, operation = %task.operation, "task settled");
+    let mut promoted = false;
+    if !slot_tasks.is_empty() {
+        let waiting = store::subtask::waiting_for_slots(conn, &slot_tasks, &slot_free).await?;
+        for (task, ready, failed) in promote(conn, tasks, waiting).await? {
+            let c = counts.entry(task).or_default();
+            c.pending -= ready + failed;
+            c.ready += ready;
+            c.failed += failed;
+            promoted |= ready > 0;
+        }
     }
-    Ok(promoted > 0)
+    let (mut settled, mut statuses) = (Vec::new(), Vec::new());
+    for t in tasks.iter_mut().filter(|t| t.status == TaskStatus::Running) {
+        let c = counts.get(&t.id).copied().unwrap_or_default();
+        if let Some(status) = transitions::settle(t.operation, c) {
+            t.status = status;
+            settled.push(t.id);
+            statuses.push(status.as_str());
+            tracing::info!(task_id = t.id, status = %status, operation = %t.operation, "task settled");
+        }
+    }
+    store::task::set_statuses(conn, &settled, &statuses).await?;
+    Ok(promoted)
 }
 
-/// Makes up to `limit` waiting subtasks READY with the merge of their
-/// upstreams' contexts (the task's context for roots). A subtask whose
-/// upstreams disagree fails instead. Returns (made ready, failed).
-async fn promote(conn: &mut PgConnection, task: &TaskRow, limit: i64) -> Result<(i64, i64)> {
-    let candidates = store::subtask::waiting_for_slot(conn, TaskId(task.id), limit).await?;
-    if candidates.is_empty() {
-        return Ok((0, 0));
+/// Makes waiting subtasks READY with the merge of their upstreams' contexts
+/// (the task's context for roots). A subtask whose upstreams disagree fails
+/// instead. Returns (task, made ready, failed) per task.
+async fn promote(
+    conn: &mut PgConnection,
+    tasks: &[TaskRow],
+    waiting: Vec<store::subtask::Waiting>,
+) -> Result<Vec<(i64, i64, i64)>> {
+    if waiting.is_empty() {
+        return Ok(Vec::new());
     }
-    let ids: Vec<i64> = candidates.iter().map(|c| c.0).collect();
+    let ids: Vec<i64> = waiting.iter().map(|w| w.id).collect();
     let mut inputs: BTreeMap<i64, Vec<Context>> = BTreeMap::new();
     for (down, ctx) in store::subtask::upstream_contexts(conn, &ids).await? {
         inputs
@@ -201,31 +238,32 @@ async fn promote(conn: &mut PgConnection, task: &TaskRow, limit: i64) -> Result<
             .or_default()
             .push(ctx.map(|c| c.0).unwrap_or_default());
     }
-    let mut ready_ids = Vec::new();
-    let mut ready_ctx = Vec::new();
-    let mut failed = 0;
-    for (id, parallel_idx) in candidates {
-        let merged = match inputs.get(&id) {
-            None => Ok(task.context.0.clone()),
+    let task_ctx: HashMap<i64, &Context> = tasks.iter().map(|t| (t.id, &t.context.0)).collect();
+    let mut per_task: BTreeMap<i64, (i64, i64)> = BTreeMap::new();
+    let (mut ready_ids, mut ready_ctx) = (Vec::new(), Vec::new());
+    for w in waiting {
+        let merged = match inputs.get(&w.id) {
+            None => Ok(task_ctx
+                .get(&w.task_id)
+                .map(|c| (*c).clone())
+                .unwrap_or_default()),
             Some(ups) => Context::merge_all(ups),
         };
+        let entry = per_task.entry(w.task_id).or_default();
         match merged {
             Ok(mut ctx) => {
-                ctx.parallel = parallel_idx >= 0;
-                ctx.parallel_idx = parallel_idx;
-                ready_ids.push(id);
+                ctx.parallel = w.parallel_idx >= 0;
+                ctx.parallel_idx = w.parallel_idx;
+                ready_ids.push(w.id);
                 ready_ctx.push(ctx);
+                entry.0 += 1;
             }
             Err(conflict) => {
-                store::subtask::fail_pending(conn, id, &conflict.to_string()).await?;
-                failed += 1;
+                store::subtask::fail_pending(conn, w.id, &conflict.to_string()).await?;
+                entry.1 += 1;
             }
         }
     }
-    let ready = if ready_ids.is_empty() {
-        0
-    } else {
-        store::subtask::make_ready(conn, &ready_ids, &ready_ctx).await? as i64
-    };
-    Ok((ready, failed))
+    store::subtask::make_ready(conn, &ready_ids, &ready_ctx).await?;
+    Ok(per_task.into_iter().map(|(t, (r, f))| (t, r, f)).collect())
 }

@@ -62,7 +62,7 @@ async fn insert(pool: &PgPool, task: &NewTask, plan: &dag::Plan) -> Result<TaskI
     let mut row = store::task::get(&mut *tx, id)
         .await?
         .ok_or_else(|| Error::NotFound(format!("task {id}")))?;
-    if after_change(&mut tx, &mut row).await? {
+    if after_change(&mut tx, std::slice::from_mut(&mut row)).await? {
         store::notify_ready(&mut tx).await?;
     }
     tx.commit().await?;

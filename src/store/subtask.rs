@@ -3,10 +3,12 @@
 
 use super::Result;
 use crate::dag::Plan;
+use crate::model::transitions::StatusCounts;
 use crate::model::{Context, SubtaskOperation, SubtaskStatus, TaskId};
 use chrono::{DateTime, Utc};
 use sqlx::types::Json;
 use sqlx::{PgConnection, PgExecutor};
+use std::collections::HashMap;
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct SubtaskRow {
@@ -220,80 +222,128 @@ pub struct RunEnd {
     pub backoff_ms: i64,
 }
 
-/// Ends a run, fenced on (id, run_time, executor, RUNNING|CANCELING).
-/// Returns false when the run was not ours any more: the result is dropped.
-pub async fn end_run(conn: &mut PgConnection, run: &RunKey, end: &RunEnd) -> Result<bool> {
-    let done = sqlx::query(
-        "update subtask_instance \
-         set status = $4, operation = $5, run_time = $6, \
-             context = coalesce($7, context), error = $8, \
-             run_after = case when $4 = 'READY' then now() + make_interval(secs => $9::float8 / 1000) \
-                 else run_after end, \
-             finish_time = case when $4 = 'READY' then finish_time else now() end, \
+/// Ends runs, each fenced on (id, run_time, executor, RUNNING|CANCELING), in
+/// one statement. Returns the ids whose end was written; a run missing from
+/// it was not ours any more and its result is dropped.
+pub async fn end_runs(conn: &mut PgConnection, runs: &[(RunKey, RunEnd)]) -> Result<Vec<i64>> {
+    if runs.is_empty() {
+        return Ok(Vec::new());
+    }
+    let n = runs.len();
+    let (mut ids, mut rts, mut exs, mut sts, mut ops, mut nrts, mut ctxs, mut errs, mut bos) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    for (k, e) in runs {
+        ids.push(k.id);
+        rts.push(k.run_time);
+        exs.push(k.executor.as_str());
+        sts.push(e.status.as_str());
+        ops.push(e.operation.as_str());
+        nrts.push(e.run_time);
+        ctxs.push(e.context.as_ref().map(Json));
+        errs.push(e.error.as_deref());
+        bos.push(e.backoff_ms as f64);
+    }
+    Ok(sqlx::query_scalar(
+        "update subtask_instance s \
+         set status = v.st, operation = v.op, run_time = v.nrt, \
+             context = coalesce(v.ctx, s.context), error = v.err, \
+             run_after = case when v.st = 'READY' \
+                 then now() + make_interval(secs => v.bo / 1000) else s.run_after end, \
+             finish_time = case when v.st = 'READY' then s.finish_time else now() end, \
              executor = null, lease_expires_at = null \
-         where id = $1 and run_time = $2 and executor = $3 and status in ('RUNNING', 'CANCELING')",
+         from unnest($1::bigint[], $2::int[], $3::text[], $4::text[], $5::text[], $6::int[], \
+                     $7::jsonb[], $8::text[], $9::float8[]) \
+              as v(id, rt, ex, st, op, nrt, ctx, err, bo) \
+         where s.id = v.id and s.run_time = v.rt and s.executor = v.ex \
+           and s.status in ('RUNNING', 'CANCELING') \
+         returning s.id",
     )
-    .bind(run.id)
-    .bind(run.run_time)
-    .bind(&run.executor)
-    .bind(end.status.as_str())
-    .bind(end.operation.as_str())
-    .bind(end.run_time)
-    .bind(end.context.as_ref().map(Json))
-    .bind(&end.error)
-    .bind(end.backoff_ms as f64)
-    .execute(conn)
-    .await?;
-    Ok(done.rows_affected() == 1)
+    .bind(&ids)
+    .bind(&rts)
+    .bind(&exs)
+    .bind(&sts)
+    .bind(&ops)
+    .bind(&nrts)
+    .bind(&ctxs)
+    .bind(&errs)
+    .bind(&bos)
+    .fetch_all(conn)
+    .await?)
 }
 
-/// One successful upstream less for each PENDING downstream of `id`.
-pub async fn decrement_downstreams(conn: &mut PgConnection, id: i64) -> Result<()> {
+/// One successful upstream less for each PENDING downstream of `ids`
+/// (counted once per finished upstream, even when several share it).
+pub async fn decrement_downstreams(conn: &mut PgConnection, ids: &[i64]) -> Result<()> {
+    if ids.is_empty() {
+        return Ok(());
+    }
     sqlx::query(
-        "update subtask_instance d set pending_upstreams = d.pending_upstreams - 1 \
-         from subtask_edge e \
-         where e.upstream_id = $1 and d.id = e.downstream_id and d.status = 'PENDING' \
-           and d.pending_upstreams > 0",
+        "update subtask_instance d \
+         set pending_upstreams = greatest(d.pending_upstreams - x.n, 0) \
+         from (select downstream_id, count(*)::int as n from subtask_edge \
+               where upstream_id = any($1) group by downstream_id) x \
+         where d.id = x.downstream_id and d.status = 'PENDING'",
     )
-    .bind(id)
+    .bind(ids)
     .execute(conn)
     .await?;
     Ok(())
 }
 
-/// Counts of a task's subtasks by status.
+/// Counts of the given tasks' subtasks by status.
 pub async fn status_counts(
     conn: &mut PgConnection,
-    task: TaskId,
-) -> Result<crate::model::transitions::StatusCounts> {
-    let rows: Vec<(String, i64)> = sqlx::query_as(
-        "select status, count(*) from subtask_instance where task_id = $1 group by status",
+    tasks: &[i64],
+) -> Result<HashMap<i64, StatusCounts>> {
+    let rows: Vec<(i64, String, i64)> = sqlx::query_as(
+        "select task_id, status, count(*) from subtask_instance \
+         where task_id = any($1) group by task_id, status",
     )
-    .bind(task.0)
+    .bind(tasks)
     .fetch_all(conn)
     .await?;
-    let mut counts = crate::model::transitions::StatusCounts::default();
-    for (s, n) in rows {
-        counts.add(super::parse(&s)?, n);
+    let mut counts: HashMap<i64, StatusCounts> = HashMap::new();
+    for (task, s, n) in rows {
+        counts.entry(task).or_default().add(super::parse(&s)?, n);
     }
     Ok(counts)
 }
 
-/// PENDING subtasks whose upstreams are all done and that are waiting for a
-/// slot of the task's concurrency limit, in series order.
-pub async fn waiting_for_slot(
+/// A PENDING subtask whose upstreams are all done, waiting for a slot.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Waiting {
+    pub id: i64,
+    pub task_id: i64,
+    pub parallel_idx: i32,
+}
+
+/// Up to `free` waiting subtasks of each (task, free) pair, in series order.
+pub async fn waiting_for_slots(
     conn: &mut PgConnection,
-    task: TaskId,
-    limit: i64,
-) -> Result<Vec<(i64, i32)>> {
+    tasks: &[i64],
+    free: &[i64],
+) -> Result<Vec<Waiting>> {
     Ok(sqlx::query_as(
-        "select id, parallel_idx from subtask_instance \
-         where task_id = $1 and status = 'PENDING' and pending_upstreams = 0 \
-           and operation in ('EXECUTE', 'RETRY') \
-         order by series_id limit $2",
+        "select id, task_id, parallel_idx from ( \
+             select s.id, s.task_id, s.parallel_idx, v.free, \
+                 row_number() over (partition by s.task_id order by s.series_id) as rn \
+             from subtask_instance s \
+             join unnest($1::bigint[], $2::bigint[]) as v(task_id, free) on v.task_id = s.task_id \
+             where s.status = 'PENDING' and s.pending_upstreams = 0 \
+               and s.operation in ('EXECUTE', 'RETRY') \
+         ) x where rn <= free order by task_id, rn",
     )
-    .bind(task.0)
-    .bind(limit)
+    .bind(tasks)
+    .bind(free)
     .fetch_all(conn)
     .await?)
 }
@@ -316,9 +366,12 @@ pub async fn upstream_contexts(
 
 /// Makes PENDING subtasks READY now with their input contexts.
 pub async fn make_ready(conn: &mut PgConnection, ids: &[i64], contexts: &[Context]) -> Result<u64> {
+    if ids.is_empty() {
+        return Ok(0);
+    }
     let ctx: Vec<Json<&Context>> = contexts.iter().map(Json).collect();
     let done = sqlx::query(
-        "update subtask_instance s set status = 'READY', run_after = now(), context = v.ctx \
+        "update subtask_instance s set status = 'READY', run_after = clock_timestamp(), context = v.ctx \
          from unnest($1::bigint[], $2::jsonb[]) as v(id, ctx) \
          where s.id = v.id and s.status = 'PENDING'",
     )
@@ -477,7 +530,7 @@ pub async fn canceling_for(ex: impl PgExecutor<'_>, executor: &str) -> Result<Ve
 /// Hands a run back unchanged (shutdown): READY at once, same run_time.
 pub async fn release(conn: &mut PgConnection, run: &RunKey) -> Result<bool> {
     let done = sqlx::query(
-        "update subtask_instance set status = 'READY', run_after = now(), executor = null, \
+        "update subtask_instance set status = 'READY', run_after = clock_timestamp(), executor = null, \
              lease_expires_at = null \
          where id = $1 and run_time = $2 and executor = $3 and status = 'RUNNING'",
     )

@@ -128,6 +128,23 @@ pub async fn set_state(
     Ok(())
 }
 
+/// Sets the status of several tasks (operation unchanged) in one statement.
+pub async fn set_statuses(conn: &mut PgConnection, ids: &[i64], statuses: &[&str]) -> Result<()> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "update task_instance t set status = v.st, \
+             finish_time = case when v.st = 'RUNNING' then null else now() end \
+         from unnest($1::bigint[], $2::text[]) as v(id, st) where t.id = v.id",
+    )
+    .bind(ids)
+    .bind(statuses)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
 /// Filters of the task list; every field is optional.
 #[derive(Debug, Clone, Default)]
 pub struct ListFilter {
