@@ -59,6 +59,8 @@ pub struct Run {
     pub name: String,
     pub trace_id: String,
     pub parallel_idx: i32,
+    /// How long the run may take before the engine stops it.
+    pub timeout: std::time::Duration,
     /// Parameters given after `?` in the className.
     pub params: BTreeMap<String, String>,
     /// The input context; keys the action sets here flow downstream.

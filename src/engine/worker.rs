@@ -360,6 +360,7 @@ impl Worker {
             name: c.name.clone(),
             trace_id: c.trace_id.clone(),
             parallel_idx: c.parallel_idx,
+            timeout: Duration::from_secs(c.timeout_s.max(1) as u64),
             params,
             context: c.context.0.clone(),
             cancel: slot.cancel.clone(),
@@ -450,6 +451,7 @@ impl Worker {
                 name: c.name.clone(),
                 trace_id: c.trace_id.clone(),
                 parallel_idx: c.parallel_idx,
+                timeout: Duration::from_secs(c.timeout_s.max(1) as u64),
                 params: inner
                     .registry
                     .resolve(&c.class_name)

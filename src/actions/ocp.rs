@@ -1,0 +1,655 @@
+//! The actions of the four OCP templates. Each does real work: through the
+//! host's agent over HTTP (with the run's idempotency key) and in the
+//! inventory in PostgreSQL; each has a rollback, and the waiting steps stop
+//! when their run is cancelled.
+
+use super::{Action, ActionError, ActionResult, Registry, Run};
+use crate::agent::client::{AgentClient, Error as AgentError};
+use crate::agent::protocol::{StartObserver, StopObserver};
+use crate::dag::templates::OCP;
+use crate::store::inventory::{
+    self, AgentStatus as HostAgentStatus, ClusterStatus, HostRow, ServerStatus, ServerTarget,
+    ZoneStatus,
+};
+use async_trait::async_trait;
+use std::str::FromStr;
+use std::time::Duration;
+
+/// Registers every template className.
+pub fn register(r: &mut Registry) {
+    let c = |suffix: &str| format!("{OCP}.{suffix}");
+    r.register(
+        &c("server.PrepareRestartObServerTask"),
+        Prepare(ServerStatus::Restarting, ServerStatus::Running, ServerStatus::Running),
+    );
+    r.register(
+        &c("server.PrepareStartObServerTask"),
+        Prepare(ServerStatus::Starting, ServerStatus::Running, ServerStatus::Stopped),
+    );
+    r.register(
+        &c("server.PrepareStopObServerTask"),
+        Prepare(ServerStatus::Stopping, ServerStatus::Stopped, ServerStatus::Running),
+    );
+    r.register(&c("server.StopObServerTask"), StopServer);
+    r.register(&c("server.StartObServerTask"), StartServer);
+    r.register(&c("server.StopObServerProcessTask"), StopProcess);
+    r.register(&c("server.StartObServerProcessTask"), StartProcess);
+    r.register(&c("server.WaitObServerActiveTask"), WaitActive);
+    r.register(&c("server.WaitObServerStopTask"), WaitStop);
+    r.register(&c("obagent.StartOcpAgentServiceTask"), StartAgentService);
+    r.register(&c("server.UpdateObServerStatusTask"), UpdateServerStatus);
+    r.register(&c("zone.UpdateObZoneStatusTask"), UpdateZoneStatus);
+    r.register(&c("cluster.SyncClusterInfoTask"), SyncClusterInfo);
+    r.register(&c("cluster.UpdateObClusterStatusTask"), UpdateClusterStatus);
+    r.register(&c("obagent.PrepareRestartOcpAgentTask"), PrepareAgent);
+    r.register(&c("obagent.RestartPosProxyTask"), RestartPosProxy);
+    r.register(&c("obagent.StopAllOcpAgentProcessesTask"), StopAll);
+    r.register(&c("obagent.StartAllOcpAgentProcessesTask"), StartAll);
+    r.register(&c("obagent.FinishOcpAgentOperationTask"), FinishAgent);
+}
+
+// ------------------------------------------------------------- helpers
+
+fn db_err(e: impl std::fmt::Display) -> ActionError {
+    ActionError::failed(format!("inventory update failed: {e}"))
+}
+
+fn parse_id(run: &Run, key: &str) -> Result<i64, ActionError> {
+    run.require(key)?
+        .parse()
+        .map_err(|_| ActionError::failed(format!("context key {key:?} is not an id")))
+}
+
+fn parse_status<T: FromStr<Err = String>>(run: &Run, key: &str) -> Result<T, ActionError> {
+    run.require(key)?.parse().map_err(ActionError::failed)
+}
+
+fn force(run: &Run) -> bool {
+    run.context.get("force") == Some("true")
+}
+
+async fn target(run: &Run) -> Result<ServerTarget, ActionError> {
+    let id = parse_id(run, "server_id")?;
+    inventory::get_server_target(&run.deps.pool, id)
+        .await
+        .map_err(db_err)?
+        .ok_or_else(|| ActionError::failed(format!("server {id} is not in the inventory")))
+}
+
+async fn host(run: &Run) -> Result<HostRow, ActionError> {
+    let id = parse_id(run, "host_id")?;
+    inventory::get_host(&run.deps.pool, id)
+        .await
+        .map_err(db_err)?
+        .ok_or_else(|| ActionError::failed(format!("host {id} is not in the inventory")))
+}
+
+fn client(run: &Run, host: &HostRow) -> Result<AgentClient, ActionError> {
+    AgentClient::new(run.deps.http.clone(), &host.agent_url)
+        .map_err(|e| agent_err(host, e))
+}
+
+/// An agent failure as a run failure naming the host.
+fn agent_err(host: &HostRow, e: AgentError) -> ActionError {
+    match e {
+        AgentError::Cancelled { .. } => ActionError::Cancelled,
+        e => ActionError::failed(format!("agent of host {} ({}): {e}", host.name, host.ip)),
+    }
+}
+
+fn deadline(run: &Run) -> tokio::time::Instant {
+    // The engine stops the run at its timeout; the wait gives up just before
+    // so that its message says what it last saw.
+    let margin = Duration::from_millis(500).min(run.timeout / 4);
+    tokio::time::Instant::now() + run.timeout.saturating_sub(margin)
+}
+
+async fn set_server(run: &Run, id: i64, s: ServerStatus) -> ActionResult {
+    inventory::set_server_status(&run.deps.pool, id, s, None)
+        .await
+        .map_err(db_err)?;
+    run.log(format!("server {id} status -> {s}")).await;
+    Ok(())
+}
+
+async fn set_zone(run: &Run, id: i64, s: ZoneStatus) -> ActionResult {
+    inventory::set_zone_status(&run.deps.pool, id, s, None)
+        .await
+        .map_err(db_err)?;
+    run.log(format!("zone {id} status -> {s}")).await;
+    Ok(())
+}
+
+async fn set_cluster(run: &Run, id: i64, s: ClusterStatus) -> ActionResult {
+    inventory::set_cluster_status(&run.deps.pool, id, s, None)
+        .await
+        .map_err(db_err)?;
+    run.log(format!("cluster {id} status -> {s}")).await;
+    Ok(())
+}
+
+async fn set_host(run: &Run, id: i64, s: HostAgentStatus) -> ActionResult {
+    inventory::set_host_agent_status(&run.deps.pool, id, s, None)
+        .await
+        .map_err(db_err)?;
+    run.log(format!("host {id} agent status -> {s}")).await;
+    Ok(())
+}
+
+/// Restores server, zone and cluster to the statuses recorded in the context.
+async fn restore_statuses(run: &Run, t: &ServerTarget) -> ActionResult {
+    if let Ok(s) = parse_status::<ServerStatus>(run, "former_server_status") {
+        set_server(run, t.server.id, s).await?;
+    }
+    if let Ok(s) = parse_status::<ZoneStatus>(run, "former_zone_status") {
+        set_zone(run, t.zone.id, s).await?;
+    }
+    if let Ok(s) = parse_status::<ClusterStatus>(run, "former_cluster_status") {
+        set_cluster(run, t.cluster.id, s).await?;
+    }
+    Ok(())
+}
+
+// ------------------------------------------------------ server steps
+
+/// Prepare: records the server's former status and the one to reach, then
+/// marks the server (in-progress status), its zone and cluster OPERATING.
+/// Fields: in-progress status, target status, the status the operation
+/// starts from (recorded as former when an earlier attempt already marked
+/// the server in progress).
+pub struct Prepare(ServerStatus, ServerStatus, ServerStatus);
+
+#[async_trait]
+impl Action for Prepare {
+    async fn execute(&self, run: &mut Run) -> ActionResult {
+        let t = target(run).await?;
+        let former = if t.server.status == self.0 {
+            self.2
+        } else {
+            t.server.status
+        };
+        run.context.set("former_server_status", former.as_str());
+        run.context
+            .set("target_server_status", self.1.as_str());
+        run.log(format!(
+            "server {} on host {} ({}:{}), zone {}, cluster {}",
+            t.server.id, t.host.name, t.server.ip, t.server.sql_port, t.zone.name, t.cluster.name
+        ))
+        .await;
+        set_server(run, t.server.id, self.0).await?;
+        set_zone(run, t.zone.id, ZoneStatus::Operating).await?;
+        set_cluster(run, t.cluster.id, ClusterStatus::Operating).await
+    }
+
+    async fn rollback(&self, run: &mut Run) -> ActionResult {
+        let t = target(run).await?;
+        restore_statuses(run, &t).await
+    }
+}
+
+/// `ALTER SYSTEM STOP SERVER`: the agent deactivates the observer.
+pub struct StopServer;
+
+#[async_trait]
+impl Action for StopServer {
+    async fn execute(&self, run: &mut Run) -> ActionResult {
+        let t = target(run).await?;
+        let agent = client(run, &t.host)?;
+        let status = agent
+            .observer_status()
+            .await
+            .map_err(|e| agent_err(&t.host, e))?;
+        if !status.is_running() {
+            run.log("observer process is not running; the server is already stopped")
+                .await;
+            return Ok(());
+        }
+        let s = agent
+            .deactivate_observer(&run.idempotency_key())
+            .await
+            .map_err(|e| agent_err(&t.host, e))?;
+        run.log(format!("server deactivated (active={})", s.active))
+            .await;
+        Ok(())
+    }
+
+    async fn rollback(&self, run: &mut Run) -> ActionResult {
+        let t = target(run).await?;
+        let agent = client(run, &t.host)?;
+        let status = agent
+            .observer_status()
+            .await
+            .map_err(|e| agent_err(&t.host, e))?;
+        if status.is_running() && !status.active {
+            agent
+                .activate_observer(&run.idempotency_key())
+                .await
+                .map_err(|e| agent_err(&t.host, e))?;
+            run.log("server activated again").await;
+        }
+        Ok(())
+    }
+}
+
+/// `ALTER SYSTEM START SERVER`: the agent activates the observer.
+pub struct StartServer;
+
+#[async_trait]
+impl Action for StartServer {
+    async fn execute(&self, run: &mut Run) -> ActionResult {
+        let t = target(run).await?;
+        let agent = client(run, &t.host)?;
+        let s = agent
+            .activate_observer(&run.idempotency_key())
+            .await
+            .map_err(|e| agent_err(&t.host, e))?;
+        if !s.active {
+            return Err(ActionError::failed(format!(
+                "agent of host {} did not activate the server",
+                t.host.name
+            )));
+        }
+        run.log("server activated").await;
+        Ok(())
+    }
+
+    async fn rollback(&self, run: &mut Run) -> ActionResult {
+        let t = target(run).await?;
+        let agent = client(run, &t.host)?;
+        if agent
+            .observer_status()
+            .await
+            .map_err(|e| agent_err(&t.host, e))?
+            .is_running()
+        {
+            agent
+                .deactivate_observer(&run.idempotency_key())
+                .await
+                .map_err(|e| agent_err(&t.host, e))?;
+            run.log("server deactivated again").await;
+        }
+        Ok(())
+    }
+}
+
+async fn stop_observer(run: &Run, t: &ServerTarget) -> ActionResult {
+    let agent = client(run, &t.host)?;
+    let force = force(run);
+    let s = agent
+        .stop_observer(
+            &run.idempotency_key(),
+            &StopObserver {
+                force,
+                timeout_ms: None,
+            },
+        )
+        .await
+        .map_err(|e| agent_err(&t.host, e))?;
+    run.log(format!(
+        "observer process stopped{} (last exit: {})",
+        if force { " by force" } else { "" },
+        s.last_exit.as_deref().unwrap_or("-")
+    ))
+    .await;
+    Ok(())
+}
+
+async fn start_observer(run: &Run, t: &ServerTarget) -> ActionResult {
+    let agent = client(run, &t.host)?;
+    let port = u16::try_from(t.server.sql_port)
+        .map_err(|_| ActionError::failed(format!("bad SQL port {}", t.server.sql_port)))?;
+    let s = agent
+        .start_observer(&run.idempotency_key(), &StartObserver { port: Some(port) })
+        .await
+        .map_err(|e| agent_err(&t.host, e))?;
+    run.log(format!(
+        "observer process started, pid {}",
+        s.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into())
+    ))
+    .await;
+    Ok(())
+}
+
+/// Stops the observer process (gracefully, or killed when `force`).
+pub struct StopProcess;
+
+#[async_trait]
+impl Action for StopProcess {
+    async fn execute(&self, run: &mut Run) -> ActionResult {
+        let t = target(run).await?;
+        stop_observer(run, &t).await
+    }
+
+    async fn rollback(&self, run: &mut Run) -> ActionResult {
+        let t = target(run).await?;
+        start_observer(run, &t).await
+    }
+}
+
+/// Starts the observer process.
+pub struct StartProcess;
+
+#[async_trait]
+impl Action for StartProcess {
+    async fn execute(&self, run: &mut Run) -> ActionResult {
+        let t = target(run).await?;
+        start_observer(run, &t).await
+    }
+
+    async fn rollback(&self, run: &mut Run) -> ActionResult {
+        let t = target(run).await?;
+        stop_observer(run, &t).await
+    }
+}
+
+/// Polls the agent until the observer answers on its SQL port.
+pub struct WaitActive;
+
+#[async_trait]
+impl Action for WaitActive {
+    async fn execute(&self, run: &mut Run) -> ActionResult {
+        let t = target(run).await?;
+        let agent = client(run, &t.host)?;
+        let s = agent
+            .wait_observer(
+                "observer active",
+                |s| s.is_running() && s.listening,
+                deadline(run),
+                &run.cancel,
+            )
+            .await
+            .map_err(|e| agent_err(&t.host, e))?;
+        run.log(format!("observer answers on {}:{}", s.ip, s.port))
+            .await;
+        Ok(())
+    }
+}
+
+/// Polls the agent until the observer process is gone.
+pub struct WaitStop;
+
+#[async_trait]
+impl Action for WaitStop {
+    async fn execute(&self, run: &mut Run) -> ActionResult {
+        let t = target(run).await?;
+        let agent = client(run, &t.host)?;
+        agent
+            .wait_observer(
+                "observer stopped",
+                |s| !s.is_running() && !s.listening,
+                deadline(run),
+                &run.cancel,
+            )
+            .await
+            .map_err(|e| agent_err(&t.host, e))?;
+        run.log("observer process is gone").await;
+        Ok(())
+    }
+}
+
+/// Makes sure the agent's own processes run after the observer came back.
+pub struct StartAgentService;
+
+#[async_trait]
+impl Action for StartAgentService {
+    async fn execute(&self, run: &mut Run) -> ActionResult {
+        let t = target(run).await?;
+        let agent = client(run, &t.host)?;
+        let procs = agent
+            .start_all(&run.idempotency_key())
+            .await
+            .map_err(|e| agent_err(&t.host, e))?;
+        let names: Vec<String> = procs
+            .iter()
+            .map(|p| format!("{}={}", p.name, p.pid.map(|p| p.to_string()).unwrap_or_default()))
+            .collect();
+        run.log(format!("agent service processes running: {}", names.join(", ")))
+            .await;
+        Ok(())
+    }
+}
+
+/// Writes the server's target status into the inventory.
+pub struct UpdateServerStatus;
+
+#[async_trait]
+impl Action for UpdateServerStatus {
+    async fn execute(&self, run: &mut Run) -> ActionResult {
+        let t = target(run).await?;
+        let s: ServerStatus = parse_status(run, "target_server_status")?;
+        set_server(run, t.server.id, s).await
+    }
+
+    async fn rollback(&self, run: &mut Run) -> ActionResult {
+        let t = target(run).await?;
+        if let Ok(s) = parse_status::<ServerStatus>(run, "former_server_status") {
+            set_server(run, t.server.id, s).await?;
+        }
+        Ok(())
+    }
+}
+
+/// Writes the zone's target status into the inventory.
+pub struct UpdateZoneStatus;
+
+#[async_trait]
+impl Action for UpdateZoneStatus {
+    async fn execute(&self, run: &mut Run) -> ActionResult {
+        let t = target(run).await?;
+        let s: ZoneStatus = parse_status(run, "target_zone_status")?;
+        set_zone(run, t.zone.id, s).await
+    }
+
+    async fn rollback(&self, run: &mut Run) -> ActionResult {
+        let t = target(run).await?;
+        if let Ok(s) = parse_status::<ZoneStatus>(run, "former_zone_status") {
+            set_zone(run, t.zone.id, s).await?;
+        }
+        Ok(())
+    }
+}
+
+/// Checks what the agent reports against what the inventory now says of
+/// the server, and logs the cluster's servers.
+pub struct SyncClusterInfo;
+
+#[async_trait]
+impl Action for SyncClusterInfo {
+    async fn execute(&self, run: &mut Run) -> ActionResult {
+        let t = target(run).await?;
+        let agent = client(run, &t.host)?;
+        let observed = agent
+            .observer_status()
+            .await
+            .map_err(|e| agent_err(&t.host, e))?;
+        let want_running = t.server.status == ServerStatus::Running;
+        if observed.is_running() != want_running {
+            return Err(ActionError::failed(format!(
+                "server {} is {} in the inventory but its observer process is {} on host {}",
+                t.server.id,
+                t.server.status,
+                if observed.is_running() { "running" } else { "stopped" },
+                t.host.name
+            )));
+        }
+        let servers = inventory::servers_of_cluster(&run.deps.pool, t.cluster.id)
+            .await
+            .map_err(db_err)?;
+        let summary: Vec<String> = servers
+            .iter()
+            .map(|s| format!("{}:{} {}", s.ip, s.sql_port, s.status))
+            .collect();
+        run.log(format!(
+            "cluster {} synced: {}",
+            t.cluster.name,
+            summary.join(", ")
+        ))
+        .await;
+        Ok(())
+    }
+}
+
+/// Writes the cluster's target status into the inventory.
+pub struct UpdateClusterStatus;
+
+#[async_trait]
+impl Action for UpdateClusterStatus {
+    async fn execute(&self, run: &mut Run) -> ActionResult {
+        let t = target(run).await?;
+        let s: ClusterStatus = parse_status(run, "target_cluster_status")?;
+        set_cluster(run, t.cluster.id, s).await
+    }
+
+    async fn rollback(&self, run: &mut Run) -> ActionResult {
+        let t = target(run).await?;
+        if let Ok(s) = parse_status::<ClusterStatus>(run, "former_cluster_status") {
+            set_cluster(run, t.cluster.id, s).await?;
+        }
+        Ok(())
+    }
+}
+
+// ------------------------------------------------------- agent steps
+
+/// Records the agent's former status and marks it RESTARTING.
+pub struct PrepareAgent;
+
+#[async_trait]
+impl Action for PrepareAgent {
+    async fn execute(&self, run: &mut Run) -> ActionResult {
+        let h = host(run).await?;
+        if run.context.get("former_agent_status").is_none() {
+            run.context
+                .set("former_agent_status", h.agent_status.as_str());
+        }
+        run.log(format!("restarting the agent of host {} at {}", h.name, h.agent_url))
+            .await;
+        set_host(run, h.id, HostAgentStatus::Restarting).await
+    }
+
+    async fn rollback(&self, run: &mut Run) -> ActionResult {
+        let h = host(run).await?;
+        if let Ok(s) = parse_status::<HostAgentStatus>(run, "former_agent_status") {
+            set_host(run, h.id, s).await?;
+        }
+        Ok(())
+    }
+}
+
+/// Restarts the pos proxy process.
+pub struct RestartPosProxy;
+
+#[async_trait]
+impl Action for RestartPosProxy {
+    async fn execute(&self, run: &mut Run) -> ActionResult {
+        let h = host(run).await?;
+        let p = client(run, &h)?
+            .restart_pos_proxy(&run.idempotency_key())
+            .await
+            .map_err(|e| agent_err(&h, e))?;
+        run.log(format!(
+            "pos proxy restarted, pid {}",
+            p.pid.map(|p| p.to_string()).unwrap_or_default()
+        ))
+        .await;
+        Ok(())
+    }
+}
+
+/// Stops all the agent's own processes.
+pub struct StopAll;
+
+#[async_trait]
+impl Action for StopAll {
+    async fn execute(&self, run: &mut Run) -> ActionResult {
+        let h = host(run).await?;
+        client(run, &h)?
+            .stop_all(&run.idempotency_key())
+            .await
+            .map_err(|e| agent_err(&h, e))?;
+        run.log("all agent processes stopped").await;
+        Ok(())
+    }
+
+    async fn rollback(&self, run: &mut Run) -> ActionResult {
+        let h = host(run).await?;
+        client(run, &h)?
+            .start_all(&run.idempotency_key())
+            .await
+            .map_err(|e| agent_err(&h, e))?;
+        run.log("agent processes started again").await;
+        Ok(())
+    }
+}
+
+/// Starts all the agent's own processes.
+pub struct StartAll;
+
+#[async_trait]
+impl Action for StartAll {
+    async fn execute(&self, run: &mut Run) -> ActionResult {
+        let h = host(run).await?;
+        let procs = client(run, &h)?
+            .start_all(&run.idempotency_key())
+            .await
+            .map_err(|e| agent_err(&h, e))?;
+        let pids: Vec<String> = procs
+            .iter()
+            .map(|p| format!("{}={}", p.name, p.pid.map(|p| p.to_string()).unwrap_or_default()))
+            .collect();
+        run.log(format!("agent processes started: {}", pids.join(", ")))
+            .await;
+        Ok(())
+    }
+}
+
+/// Checks that every agent process runs, then marks the agent ONLINE.
+pub struct FinishAgent;
+
+#[async_trait]
+impl Action for FinishAgent {
+    async fn execute(&self, run: &mut Run) -> ActionResult {
+        let h = host(run).await?;
+        let status = client(run, &h)?
+            .status()
+            .await
+            .map_err(|e| agent_err(&h, e))?;
+        if let Some(p) = status.processes.iter().find(|p| !p.is_running()) {
+            return Err(ActionError::failed(format!(
+                "agent process {} on host {} is not running",
+                p.name, h.name
+            )));
+        }
+        set_host(run, h.id, HostAgentStatus::Online).await
+    }
+
+    async fn rollback(&self, run: &mut Run) -> ActionResult {
+        let h = host(run).await?;
+        if let Ok(s) = parse_status::<HostAgentStatus>(run, "former_agent_status") {
+            set_host(run, h.id, s).await?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dag::templates::Template;
+
+    #[test]
+    fn every_template_class_has_an_action() {
+        let mut r = Registry::new();
+        register(&mut r);
+        for t in [
+            Template::RestartObserver,
+            Template::StartObserver,
+            Template::StopObserver,
+            Template::RestartAgent,
+        ] {
+            for n in t.nodes() {
+                assert!(r.contains(&n.class_name), "{}", n.class_name);
+            }
+        }
+    }
+}
