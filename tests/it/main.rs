@@ -3,4 +3,8 @@
 
 mod support;
 
+mod app;
 mod engine;
+mod http_api;
+mod http_ops;
+mod serve;
