@@ -7,4 +7,5 @@ mod app;
 mod engine;
 mod http_api;
 mod http_ops;
+mod inventory;
 mod serve;
