@@ -1,7 +1,8 @@
 //! The command line: subcommands, their flags, and what each one runs.
 
-use crate::config::{DbArgs, EngineArgs};
-use crate::{actions::Registry, db, engine};
+use crate::config::{DbArgs, EngineArgs, ServeArgs};
+use crate::{actions::Registry, db, engine, http};
+use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
 use tokio_util::sync::CancellationToken;
 
@@ -41,6 +42,16 @@ pub enum Command {
     Bench {
         #[command(flatten)]
         args: crate::bench::BenchArgs,
+    },
+    /// Serve the REST API, with worker loops and the sweeper beside it
+    /// unless `--workers 0` (an API-only replica).
+    Serve {
+        #[command(flatten)]
+        db: DbArgs,
+        #[command(flatten)]
+        engine: EngineArgs,
+        #[command(flatten)]
+        serve: ServeArgs,
     },
     /// Run worker loops and the sweeper only (a worker replica).
     Worker {
@@ -126,6 +137,92 @@ pub async fn run_workers(
     Ok(())
 }
 
+/// Runs `count` worker loops and one sweeper until `shutdown` fires. A loop
+/// that fails cancels `shutdown`, so the whole process stops with it.
+pub async fn run_worker_loops(
+    pool: sqlx::PgPool,
+    cfg: engine::EngineConfig,
+    registry: Registry,
+    count: usize,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let sweeper = engine::Sweeper::new(pool.clone(), cfg.clone());
+    let sweep = tokio::spawn(sweeper.run(shutdown.clone()));
+    let mut loops = tokio::task::JoinSet::new();
+    for _ in 0..count {
+        let worker = engine::Worker::new(pool.clone(), registry.clone(), cfg.clone());
+        loops.spawn(worker.run(shutdown.clone()));
+    }
+    let mut failure = None;
+    while let Some(joined) = loops.join_next().await {
+        let outcome = match joined {
+            Ok(Ok(())) => continue,
+            Ok(Err(e)) => anyhow::Error::from(e).context("worker loop failed"),
+            Err(e) => anyhow::Error::from(e).context("worker loop panicked"),
+        };
+        tracing::error!(error = %format!("{outcome:#}"), "stopping the process");
+        shutdown.cancel();
+        failure.get_or_insert(outcome);
+    }
+    let _ = sweep.await;
+    failure.map_or(Ok(()), Err)
+}
+
+/// The address this server gives as `server` and `executor`: the bound
+/// address, or the host name with the port when bound to every interface.
+pub fn advertised_address(addr: std::net::SocketAddr) -> String {
+    if addr.ip().is_unspecified() {
+        let host = hostname::get()
+            .ok()
+            .and_then(|h| h.into_string().ok())
+            .unwrap_or_else(|| "localhost".into());
+        format!("{host}:{}", addr.port())
+    } else {
+        addr.to_string()
+    }
+}
+
+/// `taskd serve`: migrations, the API and (unless 0) the worker loops, all
+/// stopped by one token on SIGTERM or Ctrl-C, or when any of them fails.
+async fn serve(db: DbArgs, engine: EngineArgs, serve: ServeArgs) -> anyhow::Result<()> {
+    db::migrate(&db.database_url).await?;
+    let pool = db::connect(&db.database_url, db.db_max_connections).await?;
+    let listener = tokio::net::TcpListener::bind(&serve.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", serve.listen))?;
+    let state = http::AppState::new(pool.clone(), advertised_address(listener.local_addr()?));
+    let shutdown = shutdown_token();
+    let server = {
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            let served = http::serve(listener, state, shutdown.clone()).await;
+            shutdown.cancel();
+            served
+        })
+    };
+    let workers = if serve.workers > 0 {
+        tracing::info!(workers = serve.workers, "starting worker loops");
+        run_worker_loops(
+            pool.clone(),
+            engine.to_config(),
+            Registry::standard(),
+            serve.workers,
+            shutdown.clone(),
+        )
+        .await
+    } else {
+        tracing::info!("API-only replica: no worker loops");
+        shutdown.cancelled().await;
+        Ok(())
+    };
+    let served = server.await.context("HTTP server panicked")?;
+    pool.close().await;
+    workers?;
+    served.context("HTTP server failed")?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Migrate { db } => {
@@ -134,6 +231,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Bench { args } => crate::bench::run(args).await,
+        Command::Serve {
+            db,
+            engine,
+            serve: s,
+        } => serve(db, engine, s).await,
         Command::Worker { db, engine } => {
             db::migrate(&db.database_url).await?;
             let pool = db::connect(&db.database_url, db.db_max_connections).await?;

@@ -74,3 +74,16 @@ impl EngineArgs {
         }
     }
 }
+
+/// Where the HTTP API listens and how much engine runs beside it.
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Address the HTTP API listens on (host:port).
+    #[arg(long, env = "TASKD_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: String,
+
+    /// Worker loops run in this process (each with its own slots); the
+    /// sweeper runs too when this is above 0. 0 makes an API-only replica.
+    #[arg(long, env = "TASKD_WORKERS", default_value_t = 1)]
+    pub workers: usize,
+}

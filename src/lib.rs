@@ -18,6 +18,8 @@
 //! - [`engine`]: submit, worker loop, finisher, sweeper, user actions.
 //! - [`actions`]: the action registry and its actions.
 //! - [`agent`]: the host agent protocol, its client and the reference agent.
+//! - [`http`]: the REST API (operations, task management, inventory), OCP's
+//!   envelope, errors, OpenAPI document and health probes.
 
 pub mod actions;
 pub mod agent;
@@ -27,6 +29,7 @@ pub mod config;
 pub mod dag;
 pub mod db;
 pub mod engine;
+pub mod http;
 pub mod metrics;
 pub mod model;
 pub mod store;

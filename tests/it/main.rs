@@ -3,6 +3,11 @@
 
 mod support;
 
+mod app;
 mod deploy;
 mod engine;
+mod http_api;
+mod http_ops;
+mod inventory;
 mod reliability;
+mod serve;

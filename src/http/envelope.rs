@@ -1,0 +1,366 @@
+//! OCP's response envelope, written once: the middleware that gives every
+//! request its trace id and span and wraps whatever a handler (or axum, or a
+//! layer) answered into `{data | error, successful, timestamp, duration,
+//! status, traceId, server}`.
+
+use super::error::{ErrorBody, SubError};
+use super::AppState;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, Local, SecondsFormat, Utc};
+use serde::Serialize;
+use std::time::Instant;
+use tracing::Instrument;
+use utoipa::ToSchema;
+
+/// The request and response header carrying the trace id.
+pub const TRACE_HEADER: &str = "x-trace-id";
+
+/// Longest trace id accepted from a caller.
+pub const TRACE_ID_MAX: usize = 64;
+
+/// What the envelope middleware knows of the request being served; handlers
+/// read it with the `RequestCtx` extractor.
+#[derive(Debug, Clone)]
+pub struct RequestCtx {
+    pub trace_id: String,
+    pub started: Instant,
+}
+
+/// What a handler produced; the middleware turns it into the envelope.
+#[derive(Debug, Clone)]
+pub(crate) enum Payload {
+    Data(Option<serde_json::Value>),
+    Error(ErrorBody),
+}
+
+/// A successful answer carrying `data`.
+#[derive(Debug)]
+pub struct Success<T>(pub T);
+
+impl<T: Serialize> IntoResponse for Success<T> {
+    fn into_response(self) -> Response {
+        match serde_json::to_value(&self.0) {
+            Ok(v) => payload_response(StatusCode::OK, Payload::Data(Some(v))),
+            Err(e) => super::error::Error::Internal(format!("cannot serialize a response: {e}"))
+                .into_response(),
+        }
+    }
+}
+
+/// A successful answer without `data`.
+#[derive(Debug, Clone, Copy)]
+pub struct NoData;
+
+impl IntoResponse for NoData {
+    fn into_response(self) -> Response {
+        payload_response(StatusCode::OK, Payload::Data(None))
+    }
+}
+
+pub(crate) fn payload_response(status: StatusCode, payload: Payload) -> Response {
+    let mut resp = status.into_response();
+    resp.extensions_mut().insert(payload);
+    resp
+}
+
+/// The envelope around every answer. `data` is present on success (unless
+/// the operation returns nothing), `error` on failure.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Envelope<T> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data: Option<T>,
+    /// True when the request succeeded.
+    pub successful: bool,
+    /// When the server finished the request (RFC 3339, milliseconds, offset).
+    #[schema(value_type = String, format = DateTime)]
+    pub timestamp: String,
+    /// Time the server took, in milliseconds.
+    pub duration: u64,
+    /// The HTTP status code.
+    pub status: u16,
+    /// Trace id of the request, for finding it in the logs.
+    pub trace_id: String,
+    /// Address of the server that answered.
+    pub server: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorBody>,
+}
+
+/// The envelope of a failed request (documentation shape of [`Envelope`]).
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ErrorEnvelope {
+    /// Always false.
+    pub successful: bool,
+    #[schema(value_type = String, format = DateTime)]
+    pub timestamp: String,
+    pub duration: u64,
+    pub status: u16,
+    pub trace_id: String,
+    pub server: String,
+    pub error: ErrorBody,
+}
+
+/// The envelope of a successful request that returns no data.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EmptyEnvelope {
+    /// Always true.
+    pub successful: bool,
+    #[schema(value_type = String, format = DateTime)]
+    pub timestamp: String,
+    pub duration: u64,
+    pub status: u16,
+    pub trace_id: String,
+    pub server: String,
+}
+
+/// One page of a list.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Paged<T> {
+    pub contents: Vec<T>,
+    pub page: PageInfo,
+}
+
+/// Where a page sits in the whole list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PageInfo {
+    /// Items in the whole list.
+    pub total_elements: i64,
+    /// Pages of `size` items in the whole list.
+    pub total_pages: i64,
+    /// This page's number, starting at 1.
+    pub number: i64,
+    /// Items per page asked for.
+    pub size: i64,
+}
+
+impl<T> Paged<T> {
+    /// A page (1-based `number`) of a list of `total` items.
+    pub fn new(contents: Vec<T>, total: i64, number: i64, size: i64) -> Self {
+        let total_pages = if size > 0 {
+            (total + size - 1) / size
+        } else {
+            0
+        };
+        Paged {
+            contents,
+            page: PageInfo {
+                total_elements: total,
+                total_pages,
+                number,
+                size,
+            },
+        }
+    }
+}
+
+/// A time as OCP shows it: RFC 3339 with milliseconds and the server's
+/// offset, e.g. `2021-09-05T22:46:20.220+08:00`.
+pub fn format_time(t: &DateTime<Utc>) -> String {
+    t.with_timezone(&Local)
+        .to_rfc3339_opts(SecondsFormat::Millis, false)
+}
+
+/// serde `serialize_with` for a time.
+pub fn ser_time<S: serde::Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&format_time(t))
+}
+
+/// serde `serialize_with` for an optional time (pair it with
+/// `skip_serializing_if = "Option::is_none"`).
+pub fn ser_opt_time<S: serde::Serializer>(
+    t: &Option<DateTime<Utc>>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    match t {
+        Some(t) => s.serialize_str(&format_time(t)),
+        None => s.serialize_none(),
+    }
+}
+
+/// True for a caller-sent trace id we keep: 1 to 64 of `[A-Za-z0-9._-]`.
+pub fn valid_trace_id(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= TRACE_ID_MAX
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+/// A new trace id: 16 lower-case hex digits, like OCP's.
+pub fn new_trace_id() -> String {
+    format!("{:016x}", rand::random::<u64>())
+}
+
+/// The middleware: trace id, span, and the envelope around the answer.
+pub(crate) async fn layer(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let trace_id = req
+        .headers()
+        .get(TRACE_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .filter(|s| valid_trace_id(s))
+        .map(str::to_owned)
+        .unwrap_or_else(new_trace_id);
+    let span = tracing::info_span!(
+        "request",
+        trace_id = %trace_id,
+        method = %req.method(),
+        path = %req.uri().path(),
+    );
+    req.extensions_mut().insert(RequestCtx {
+        trace_id: trace_id.clone(),
+        started,
+    });
+    async move {
+        let resp = next.run(req).await;
+        let resp = wrap(resp, &trace_id, started, &state.server).await;
+        let status = resp.status().as_u16();
+        let duration_ms = started.elapsed().as_millis() as u64;
+        if status >= 500 {
+            tracing::warn!(status, duration_ms, "request failed");
+        } else {
+            tracing::info!(status, duration_ms, "request served");
+        }
+        resp
+    }
+    .instrument(span)
+    .await
+}
+
+/// Longest body of a foreign error response read to reuse as its message.
+const FOREIGN_BODY_MAX: usize = 4096;
+
+async fn wrap(resp: Response, trace_id: &str, started: Instant, server: &str) -> Response {
+    let (mut parts, body) = resp.into_parts();
+    let status = parts.status;
+    let payload = match parts.extensions.remove::<Payload>() {
+        Some(p) => p,
+        // A success that is not ours (the OpenAPI document) passes as is.
+        None if !status.is_client_error() && !status.is_server_error() => {
+            set_trace_header(&mut parts.headers, trace_id);
+            return Response::from_parts(parts, body);
+        }
+        // An error answered by axum or a layer: keep its text as the message.
+        None => Payload::Error(foreign_error(status, body).await),
+    };
+    let (data, error) = match payload {
+        Payload::Data(d) => (d, None),
+        Payload::Error(e) => (None, Some(e)),
+    };
+    let envelope = Envelope {
+        successful: error.is_none(),
+        data,
+        error,
+        timestamp: format_time(&Utc::now()),
+        duration: started.elapsed().as_millis() as u64,
+        status: status.as_u16(),
+        trace_id: trace_id.to_string(),
+        server: server.to_string(),
+    };
+    let bytes = match serde_json::to_vec(&envelope) {
+        Ok(b) => b,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot serialize the envelope");
+            parts.status = StatusCode::INTERNAL_SERVER_ERROR;
+            format!(
+                "{{\"successful\":false,\"status\":500,\"traceId\":\"{trace_id}\",\
+                 \"error\":{{\"code\":\"INTERNAL_ERROR\",\"message\":\"internal error\"}}}}"
+            )
+            .into_bytes()
+        }
+    };
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts.headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    set_trace_header(&mut parts.headers, trace_id);
+    Response::from_parts(parts, Body::from(bytes))
+}
+
+fn set_trace_header(headers: &mut axum::http::HeaderMap, trace_id: &str) {
+    if let Ok(v) = HeaderValue::from_str(trace_id) {
+        headers.insert(TRACE_HEADER, v);
+    }
+}
+
+async fn foreign_error(status: StatusCode, body: Body) -> ErrorBody {
+    if status == StatusCode::PAYLOAD_TOO_LARGE {
+        // The body limit layer refused a declared length before any handler.
+        return ErrorBody {
+            code: super::error::code::PAYLOAD_TOO_LARGE.to_string(),
+            message: format!(
+                "the request body is larger than {} bytes",
+                super::BODY_LIMIT
+            ),
+            target: Some("body".to_string()),
+            sub_errors: Vec::new(),
+        };
+    }
+    let text = axum::body::to_bytes(body, FOREIGN_BODY_MAX)
+        .await
+        .ok()
+        .and_then(|b| String::from_utf8(b.to_vec()).ok())
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty() && !status.is_server_error());
+    let message = text.unwrap_or_else(|| {
+        status
+            .canonical_reason()
+            .unwrap_or("request failed")
+            .to_string()
+    });
+    ErrorBody {
+        code: super::error::code_for_status(status).to_string(),
+        message,
+        target: None,
+        sub_errors: Vec::<SubError>::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trace_ids_are_validated() {
+        assert!(valid_trace_id("1f3af8df30ae4733"));
+        assert!(valid_trace_id("a.b_c-D"));
+        assert!(!valid_trace_id(""));
+        assert!(!valid_trace_id("has space"));
+        assert!(!valid_trace_id("ünï"));
+        assert!(!valid_trace_id(&"x".repeat(65)));
+        assert!(valid_trace_id(&"x".repeat(64)));
+        let t = new_trace_id();
+        assert_eq!(t.len(), 16);
+        assert!(t.bytes().all(|b| b.is_ascii_hexdigit()));
+    }
+
+    #[test]
+    fn pages_count_up() {
+        assert_eq!(Paged::<u8>::new(vec![], 0, 1, 10).page.total_pages, 0);
+        assert_eq!(Paged::<u8>::new(vec![], 10, 1, 10).page.total_pages, 1);
+        assert_eq!(Paged::<u8>::new(vec![], 11, 2, 10).page.total_pages, 2);
+    }
+
+    #[test]
+    fn times_have_millis_and_offset() {
+        let t =
+            DateTime::parse_from_rfc3339("2021-09-05T14:46:20.22Z").map(|t| t.with_timezone(&Utc));
+        let s = format_time(&t.expect("valid time"));
+        // 2021-09-05T..:46:20.220+hh:mm
+        assert!(s.contains(":46:20.220"), "{s}");
+        assert!(
+            s.ends_with(":00") || s.ends_with(":30") || s.ends_with(":45"),
+            "{s}"
+        );
+        assert!(DateTime::parse_from_rfc3339(&s).is_ok());
+    }
+}

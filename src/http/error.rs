@@ -1,0 +1,330 @@
+//! The HTTP layer's error: the one error type that becomes a response. Maps
+//! engine refusals and store failures to OCP-style codes; 5xx details are
+//! logged with the trace id, never returned.
+
+use super::envelope::{payload_response, Payload};
+use crate::engine;
+use crate::model::transitions::Refusal;
+use crate::store;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// `error` of a failed request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ErrorBody {
+    /// Machine-readable code, e.g. `TASK_STATE_INVALID`, `ILLEGAL_ARGUMENT`.
+    pub code: String,
+    /// What went wrong, for people.
+    pub message: String,
+    /// The request field, parameter or header at fault, when there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    /// One entry per invalid field.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sub_errors: Vec<SubError>,
+}
+
+/// One invalid field of a request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SubError {
+    /// What holds the field: `body`, `query`, `path` or `header`.
+    pub object: String,
+    /// The field, e.g. `size` or `zones[0].servers[1].sqlPort`.
+    pub field: String,
+    /// The value refused (null when missing or unreadable).
+    pub rejected_value: serde_json::Value,
+    pub message: String,
+}
+
+/// A refusal the caller can act on: a status, a code and a message.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Refused {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+    pub target: Option<String>,
+    pub sub_errors: Vec<SubError>,
+}
+
+/// Everything a handler can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A 4xx (or 503) with an OCP-style code.
+    #[error("{} {}: {}", .0.status, .0.code, .0.message)]
+    Refused(Box<Refused>),
+    /// An engine error: refusals become 400, missing things 404, a busy
+    /// target 409, the rest 500.
+    #[error(transparent)]
+    Engine(#[from] engine::Error),
+    #[error(transparent)]
+    Store(#[from] store::Error),
+    /// A failure of the server itself: 500, details logged.
+    #[error("{0}")]
+    Internal(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl From<sqlx::Error> for Error {
+    fn from(e: sqlx::Error) -> Self {
+        Error::Store(e.into())
+    }
+}
+
+/// Codes, in one place.
+pub mod code {
+    pub const ILLEGAL_ARGUMENT: &str = "ILLEGAL_ARGUMENT";
+    pub const MALFORMED_JSON: &str = "MALFORMED_JSON";
+    pub const NOT_FOUND: &str = "NOT_FOUND";
+    pub const METHOD_NOT_ALLOWED: &str = "METHOD_NOT_ALLOWED";
+    pub const PAYLOAD_TOO_LARGE: &str = "PAYLOAD_TOO_LARGE";
+    pub const UNSUPPORTED_MEDIA_TYPE: &str = "UNSUPPORTED_MEDIA_TYPE";
+    pub const CONFLICT: &str = "CONFLICT";
+    pub const INTERNAL_ERROR: &str = "INTERNAL_ERROR";
+    pub const SERVICE_UNAVAILABLE: &str = "SERVICE_UNAVAILABLE";
+    pub const TASK_NOT_FOUND: &str = "TASK_NOT_FOUND";
+    pub const SUBTASK_NOT_FOUND: &str = "SUBTASK_NOT_FOUND";
+    pub const TASK_STATE_INVALID: &str = "TASK_STATE_INVALID";
+    pub const TASK_PROHIBIT_ROLLBACK: &str = "TASK_PROHIBIT_ROLLBACK";
+    pub const SUBTASK_STATE_INVALID: &str = "SUBTASK_STATE_INVALID";
+    pub const SUBTASK_CANNOT_SKIP: &str = "SUBTASK_CANNOT_SKIP";
+    pub const TARGET_BUSY: &str = "TARGET_BUSY";
+    pub const IDEMPOTENCY_KEY_REUSED: &str = "IDEMPOTENCY_KEY_REUSED";
+    pub const CLUSTER_NOT_FOUND: &str = "CLUSTER_NOT_FOUND";
+    pub const SERVER_NOT_FOUND: &str = "SERVER_NOT_FOUND";
+    pub const HOST_NOT_FOUND: &str = "HOST_NOT_FOUND";
+    pub const SERVER_STATE_INVALID: &str = "SERVER_STATE_INVALID";
+    pub const AGENT_STATE_INVALID: &str = "AGENT_STATE_INVALID";
+    pub const DUPLICATE: &str = "DUPLICATE";
+}
+
+/// The code of an error response that carries none of its own.
+pub fn code_for_status(status: StatusCode) -> &'static str {
+    match status {
+        StatusCode::NOT_FOUND => code::NOT_FOUND,
+        StatusCode::METHOD_NOT_ALLOWED => code::METHOD_NOT_ALLOWED,
+        StatusCode::PAYLOAD_TOO_LARGE => code::PAYLOAD_TOO_LARGE,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => code::UNSUPPORTED_MEDIA_TYPE,
+        StatusCode::CONFLICT => code::CONFLICT,
+        StatusCode::SERVICE_UNAVAILABLE => code::SERVICE_UNAVAILABLE,
+        s if s.is_server_error() => code::INTERNAL_ERROR,
+        _ => code::ILLEGAL_ARGUMENT,
+    }
+}
+
+impl Error {
+    pub fn refused(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Error::Refused(Box::new(Refused {
+            status,
+            code,
+            message: message.into(),
+            target: None,
+            sub_errors: Vec::new(),
+        }))
+    }
+
+    /// Names the field, parameter or header at fault (a refusal only).
+    pub fn with_target(mut self, target: impl Into<String>) -> Self {
+        if let Error::Refused(r) = &mut self {
+            r.target = Some(target.into());
+        }
+        self
+    }
+
+    /// Adds one invalid field (a refusal only).
+    pub fn with_sub_error(mut self, sub: SubError) -> Self {
+        if let Error::Refused(r) = &mut self {
+            r.sub_errors.push(sub);
+        }
+        self
+    }
+
+    /// 400 naming one invalid field of `object` (`body`, `query`, `path`,
+    /// `header`).
+    pub fn invalid(
+        object: &str,
+        field: &str,
+        rejected: impl Into<serde_json::Value>,
+        message: impl Into<String>,
+    ) -> Self {
+        let message = message.into();
+        Error::refused(
+            StatusCode::BAD_REQUEST,
+            code::ILLEGAL_ARGUMENT,
+            format!("{field}: {message}"),
+        )
+        .with_target(field)
+        .with_sub_error(SubError {
+            object: object.to_string(),
+            field: field.to_string(),
+            rejected_value: rejected.into(),
+            message,
+        })
+    }
+
+    /// 400 with several invalid fields; the first is the target.
+    pub fn invalid_fields(subs: Vec<SubError>) -> Self {
+        let message = subs
+            .iter()
+            .map(|s| format!("{}: {}", s.field, s.message))
+            .collect::<Vec<_>>()
+            .join("; ");
+        let target = subs.first().map(|s| s.field.clone());
+        Error::Refused(Box::new(Refused {
+            status: StatusCode::BAD_REQUEST,
+            code: code::ILLEGAL_ARGUMENT,
+            message,
+            target,
+            sub_errors: subs,
+        }))
+    }
+
+    pub fn not_found(code: &'static str, message: impl Into<String>) -> Self {
+        Error::refused(StatusCode::NOT_FOUND, code, message)
+    }
+
+    /// The HTTP status this error answers with.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Error::Refused(r) => r.status,
+            Error::Engine(e) => match e {
+                engine::Error::Refused(_) => StatusCode::BAD_REQUEST,
+                engine::Error::NotFound(_) => StatusCode::NOT_FOUND,
+                engine::Error::TargetBusy(_) => StatusCode::CONFLICT,
+                engine::Error::Store(_) | engine::Error::Dag(_) => {
+                    StatusCode::INTERNAL_SERVER_ERROR
+                }
+            },
+            Error::Store(_) | Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn body(self) -> ErrorBody {
+        let status = self.status();
+        if status.is_server_error() && !matches!(&self, Error::Refused(_)) {
+            // The details go to the log (inside the request's span, so with
+            // its trace id), never to the caller.
+            tracing::error!(error = %self, "internal error");
+            return ErrorBody {
+                code: code::INTERNAL_ERROR.to_string(),
+                message: "internal server error; the server log has the details under this \
+                          request's traceId"
+                    .to_string(),
+                target: None,
+                sub_errors: Vec::new(),
+            };
+        }
+        let (code, message, target, sub_errors) = match self {
+            Error::Refused(r) => (r.code, r.message, r.target, r.sub_errors),
+            Error::Engine(e) => {
+                let message = e.to_string();
+                let code = match &e {
+                    engine::Error::Refused(r) => refusal_code(r),
+                    engine::Error::NotFound(what) if what.starts_with("subtask") => {
+                        code::SUBTASK_NOT_FOUND
+                    }
+                    engine::Error::NotFound(what) if what.starts_with("task") => {
+                        code::TASK_NOT_FOUND
+                    }
+                    engine::Error::NotFound(_) => code::NOT_FOUND,
+                    engine::Error::TargetBusy(_) => code::TARGET_BUSY,
+                    engine::Error::Store(_) | engine::Error::Dag(_) => code::INTERNAL_ERROR,
+                };
+                (code, message, None, Vec::new())
+            }
+            other => (code_for_status(status), other.to_string(), None, Vec::new()),
+        };
+        ErrorBody {
+            code: code.to_string(),
+            message,
+            target,
+            sub_errors,
+        }
+    }
+}
+
+/// The code of each state-machine refusal.
+pub fn refusal_code(r: &Refusal) -> &'static str {
+    match r {
+        Refusal::TaskState { .. } => code::TASK_STATE_INVALID,
+        Refusal::ProhibitRollback => code::TASK_PROHIBIT_ROLLBACK,
+        Refusal::SubtaskState { .. } => code::SUBTASK_STATE_INVALID,
+        Refusal::CannotSkip(_) => code::SUBTASK_CANNOT_SKIP,
+    }
+}
+
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        payload_response(status, Payload::Error(self.body()))
+    }
+}
+
+/// The router's fallback: an unknown route is a 404 in the envelope.
+pub(crate) async fn route_not_found(uri: axum::http::Uri) -> Error {
+    Error::not_found(code::NOT_FOUND, format!("no route for {}", uri.path()))
+}
+
+/// A known route asked with another method: 405 in the envelope.
+pub(crate) async fn method_not_allowed(method: axum::http::Method) -> Error {
+    Error::refused(
+        StatusCode::METHOD_NOT_ALLOWED,
+        code::METHOD_NOT_ALLOWED,
+        format!("method {method} is not allowed on this route"),
+    )
+}
+
+/// The last line of defence: a handler panicked. Logged; a 500 envelope.
+pub(crate) fn panic_response(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    let detail = panic
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| panic.downcast_ref::<&str>().copied())
+        .unwrap_or("(no message)");
+    Error::Internal(format!("handler panicked: {detail}")).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{TaskOperation, TaskStatus};
+
+    #[test]
+    fn engine_errors_map_to_ocp_codes() {
+        let e = Error::from(engine::Error::Refused(Refusal::TaskState {
+            status: TaskStatus::Running,
+            operation: TaskOperation::Execute,
+            wanted: "x",
+        }));
+        assert_eq!(e.status(), StatusCode::BAD_REQUEST);
+        assert_eq!(e.body().code, code::TASK_STATE_INVALID);
+        let e = Error::from(engine::Error::NotFound("subtask 3 of task 1".into()));
+        assert_eq!(e.status(), StatusCode::NOT_FOUND);
+        assert_eq!(e.body().code, code::SUBTASK_NOT_FOUND);
+        let e = Error::from(engine::Error::TargetBusy("server:1".into()));
+        assert_eq!(e.status(), StatusCode::CONFLICT);
+        assert_eq!(e.body().code, code::TARGET_BUSY);
+    }
+
+    #[test]
+    fn internal_details_are_not_returned() {
+        let e = Error::Internal("secret connection string".into());
+        let body = e.body();
+        assert_eq!(body.code, code::INTERNAL_ERROR);
+        assert!(!body.message.contains("secret"));
+    }
+
+    #[test]
+    fn invalid_names_the_field() {
+        let Error::Refused(r) = Error::invalid("query", "size", "5000", "at most 2000") else {
+            panic!("a refusal");
+        };
+        assert_eq!(r.status, StatusCode::BAD_REQUEST);
+        assert_eq!(r.target.as_deref(), Some("size"));
+        assert_eq!(r.sub_errors[0].rejected_value, serde_json::json!("5000"));
+    }
+}

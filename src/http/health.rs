@@ -1,0 +1,71 @@
+//! Liveness and readiness probes, outside authentication: `/healthz` says
+//! the process serves, `/readyz` that the database answers and every
+//! migration this binary knows is applied.
+
+use super::envelope::{Envelope, ErrorEnvelope, Success};
+use super::error::{code, Error, Result};
+use super::AppState;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::Router;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+pub(crate) fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+}
+
+/// What a probe found.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Health {
+    /// UP.
+    pub status: String,
+}
+
+/// The process is alive.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "health",
+    responses((status = 200, description = "Alive", body = Envelope<Health>))
+)]
+pub async fn healthz() -> Success<Health> {
+    Success(Health {
+        status: "UP".into(),
+    })
+}
+
+/// The database answers and its schema is current.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "health",
+    responses(
+        (status = 200, description = "Ready", body = Envelope<Health>),
+        (status = 503, description = "The database is unreachable or migrations are missing (SERVICE_UNAVAILABLE)", body = ErrorEnvelope),
+    )
+)]
+pub async fn readyz(State(state): State<AppState>) -> Result<Success<Health>> {
+    let unavailable = |message: String| {
+        Error::refused(
+            StatusCode::SERVICE_UNAVAILABLE,
+            code::SERVICE_UNAVAILABLE,
+            message,
+        )
+    };
+    match crate::db::migrations_applied(&state.pool).await {
+        Ok(true) => Ok(Success(Health {
+            status: "UP".into(),
+        })),
+        Ok(false) => Err(unavailable(
+            "the database schema is behind this binary; migrations are pending".into(),
+        )),
+        Err(e) => {
+            tracing::warn!(error = %e, "readiness check failed");
+            Err(unavailable("the database does not answer".into()))
+        }
+    }
+}
