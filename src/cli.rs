@@ -116,27 +116,6 @@ pub fn shutdown_token() -> CancellationToken {
     token
 }
 
-/// Runs worker loops and a sweeper until `shutdown` fires.
-pub async fn run_workers(
-    pool: sqlx::PgPool,
-    cfg: engine::EngineConfig,
-    registry: Registry,
-    shutdown: CancellationToken,
-) -> anyhow::Result<()> {
-    let sweeper = engine::Sweeper::new(pool.clone(), cfg.clone());
-    let sweep = tokio::spawn(sweeper.run(shutdown.clone()));
-    let depth = tokio::spawn(crate::metrics::refresh_queue_depth(
-        pool.clone(),
-        std::time::Duration::from_secs(5),
-        shutdown.clone(),
-    ));
-    let worker = engine::Worker::new(pool, registry, cfg);
-    worker.run(shutdown).await?;
-    let _ = sweep.await;
-    let _ = depth.await;
-    Ok(())
-}
-
 /// Runs `count` worker loops and one sweeper until `shutdown` fires. A loop
 /// that fails cancels `shutdown`, so the whole process stops with it.
 pub async fn run_worker_loops(
@@ -148,6 +127,11 @@ pub async fn run_worker_loops(
 ) -> anyhow::Result<()> {
     let sweeper = engine::Sweeper::new(pool.clone(), cfg.clone());
     let sweep = tokio::spawn(sweeper.run(shutdown.clone()));
+    let depth = tokio::spawn(crate::metrics::refresh_queue_depth(
+        pool.clone(),
+        std::time::Duration::from_secs(5),
+        shutdown.clone(),
+    ));
     let mut loops = tokio::task::JoinSet::new();
     for _ in 0..count {
         let worker = engine::Worker::new(pool.clone(), registry.clone(), cfg.clone());
@@ -164,7 +148,9 @@ pub async fn run_worker_loops(
         shutdown.cancel();
         failure.get_or_insert(outcome);
     }
+    shutdown.cancel();
     let _ = sweep.await;
+    let _ = depth.await;
     failure.map_or(Ok(()), Err)
 }
 
@@ -240,7 +226,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             db::migrate(&db.database_url).await?;
             let pool = db::connect(&db.database_url, db.db_max_connections).await?;
             let shutdown = shutdown_token();
-            run_workers(pool, engine.to_config(), Registry::standard(), shutdown).await
+            run_worker_loops(pool, engine.to_config(), Registry::standard(), 1, shutdown).await
         }
     }
 }

@@ -215,6 +215,12 @@ pub(crate) async fn layer(State(state): State<AppState>, mut req: Request, next:
         method = %req.method(),
         path = %req.uri().path(),
     );
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let method = req.method().as_str().to_owned();
     req.extensions_mut().insert(RequestCtx {
         trace_id: trace_id.clone(),
         started,
@@ -224,6 +230,13 @@ pub(crate) async fn layer(State(state): State<AppState>, mut req: Request, next:
         let resp = wrap(resp, &trace_id, started, &state.server).await;
         let status = resp.status().as_u16();
         let duration_ms = started.elapsed().as_millis() as u64;
+        let m = &crate::metrics::METRICS;
+        m.http_requests
+            .with_label_values(&[route.as_str(), method.as_str(), &status.to_string()])
+            .inc();
+        m.http_latency
+            .with_label_values(&[route.as_str(), method.as_str()])
+            .observe(started.elapsed().as_secs_f64());
         if status >= 500 {
             tracing::warn!(status, duration_ms, "request failed");
         } else {

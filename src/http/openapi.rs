@@ -41,6 +41,7 @@ use utoipa::OpenApi;
         inventory::list_servers,
         health::healthz,
         health::readyz,
+        health::metrics,
         openapi_json,
     ),
     components(schemas(ErrorEnvelope, EmptyEnvelope, ErrorBody, SubError, PageInfo)),

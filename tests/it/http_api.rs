@@ -882,6 +882,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/v2/ob/clusters/{id}/servers"),
     ("get", "/healthz"),
     ("get", "/readyz"),
+    ("get", "/metrics"),
     ("get", "/api/v2/openapi.json"),
 ];
 

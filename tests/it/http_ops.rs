@@ -717,6 +717,31 @@ async fn tasks_created_over_the_api_run_to_successful() {
     }
     // The target is free again once its task is done.
     app.post(&op_path("restart", cluster, server(0))).await.ok();
+    // After the demo-like run, /metrics shows the engine and HTTP series.
+    let text = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for series in [
+        "taskd_subtasks_claimed_total{class_name=\"com.alipay.ocp.service.task.business.server.StopObServerTask\"}",
+        "taskd_subtasks_finished_total{class_name=",
+        "taskd_claim_batch_size_count",
+        "taskd_handoff_latency_seconds_count",
+        "taskd_http_requests_total{method=\"POST\",route=\"/api/v2/ob/clusters/{id}/servers/{serverId}/restart\",status=\"200\"}",
+        "taskd_http_request_duration_seconds_count",
+    ] {
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(series))
+            .unwrap_or_else(|| panic!("{series} missing from /metrics:\n{text}"));
+        let value: f64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+        assert!(value > 0.0, "{line}");
+    }
     stop.cancel();
     let _ = worker.await;
 }
