@@ -116,6 +116,9 @@ pub trait Action: Send + Sync + 'static {
     async fn cancel(&self, _run: &Run) {}
 }
 
+/// An action and the parameters given after `?` in its className.
+pub type Resolved = (Arc<dyn Action>, BTreeMap<String, String>);
+
 /// Maps classNames to actions.
 #[derive(Clone, Default)]
 pub struct Registry {
@@ -147,7 +150,7 @@ impl Registry {
     pub fn resolve(
         &self,
         class_name: &str,
-    ) -> Result<(Arc<dyn Action>, BTreeMap<String, String>), ActionError> {
+    ) -> Result<Resolved, ActionError> {
         let (name, params) = split_class(class_name);
         let action = self.actions.get(name).cloned().ok_or_else(|| {
             ActionError::failed(format!("no action is registered for className {name:?}"))

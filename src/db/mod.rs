@@ -11,7 +11,7 @@ mod embedded {
 }
 
 /// Advisory lock key held while migrating ("taskd" in ASCII).
-const MIGRATION_LOCK: i64 = 0x7461_736b_64;
+const MIGRATION_LOCK: i64 = 0x74_6173_6b64;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
