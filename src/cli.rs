@@ -1,6 +1,6 @@
 //! The command line: subcommands, their flags, and what each one runs.
 
-use crate::config::{DbArgs, EngineArgs};
+use crate::config::{AgentArgs, DbArgs, EngineArgs, StandinArgs};
 use crate::{actions::Registry, db, engine};
 use clap::{Parser, Subcommand, ValueEnum};
 use tokio_util::sync::CancellationToken;
@@ -44,6 +44,19 @@ pub enum Command {
         #[command(flatten)]
         engine: EngineArgs,
     },
+    /// Run the reference host agent: an HTTP server that runs this host's
+    /// observer, pos proxy and agent processes as real OS processes.
+    Agent {
+        #[command(flatten)]
+        agent: AgentArgs,
+    },
+    /// Run a stand-in observer: listen on a TCP port until SIGTERM (run by
+    /// `taskd agent`).
+    #[command(hide = true)]
+    ObserverStandin {
+        #[command(flatten)]
+        standin: StandinArgs,
+    },
 }
 
 /// Sets up logging: RUST_LOG filters (default `info`).
@@ -53,7 +66,12 @@ pub fn init_tracing(format: LogFormat) {
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
     match format {
         LogFormat::Human => builder.init(),
-        LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).with_span_list(false).init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .init(),
     }
 }
 
@@ -116,6 +134,21 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let pool = db::connect(&db.database_url, db.db_max_connections).await?;
             let shutdown = shutdown_token();
             run_workers(pool, engine.to_config(), Registry::standard(), shutdown).await
+        }
+        Command::Agent { agent } => {
+            let listener = tokio::net::TcpListener::bind(agent.listen)
+                .await
+                .map_err(|source| crate::agent::ServerError::Bind {
+                    addr: agent.listen,
+                    source,
+                })?;
+            crate::agent::serve_agent(agent.to_config(), listener, shutdown_token()).await?;
+            Ok(())
+        }
+        Command::ObserverStandin { standin } => {
+            let addr = std::net::SocketAddr::new(standin.bind, standin.port);
+            crate::agent::standin::run(&standin.name, addr, shutdown_token()).await?;
+            Ok(())
         }
     }
 }

@@ -126,6 +126,11 @@ impl AgentClient {
         Ok(AgentClient { http, base })
     }
 
+    /// For URLs known to be well formed (`http://ip:port`).
+    pub(crate) fn from_parts(http: reqwest::Client, base: String) -> AgentClient {
+        AgentClient { http, base }
+    }
+
     /// The agent's base URL, for messages.
     pub fn base_url(&self) -> &str {
         &self.base
