@@ -77,34 +77,48 @@ pub fn init_tracing(format: LogFormat) {
 
 /// A token cancelled on SIGTERM or Ctrl-C: one token drives the graceful
 /// shutdown of the server and the workers.
+///
+/// The handlers are registered before this returns, not later in a task: a
+/// SIGTERM that arrives at once (a stand-in stopped right after it started)
+/// must end the process cleanly, not by the signal's default action.
 pub fn shutdown_token() -> CancellationToken {
     let token = CancellationToken::new();
     let t = token.clone();
+    #[cfg(unix)]
+    let (term, int) = {
+        use tokio::signal::unix::{signal, SignalKind};
+        (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        )
+    };
     tokio::spawn(async move {
-        let ctrl_c = tokio::signal::ctrl_c();
         #[cfg(unix)]
-        {
-            let mut term =
-                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                    Ok(s) => s,
-                    Err(e) => {
-                        tracing::error!(error = %e, "cannot listen for SIGTERM");
-                        let _ = ctrl_c.await;
-                        t.cancel();
-                        return;
-                    }
-                };
-            tokio::select! {
-                _ = ctrl_c => {}
-                _ = term.recv() => {}
-            }
+        tokio::select! {
+            _ = recv_signal(term, "SIGTERM") => {}
+            _ = recv_signal(int, "SIGINT") => {}
         }
         #[cfg(not(unix))]
-        let _ = ctrl_c.await;
+        let _ = tokio::signal::ctrl_c().await;
         tracing::info!("shutdown signal received");
         t.cancel();
     });
     token
+}
+
+/// Waits for one delivery of a registered signal; never returns when it
+/// could not be registered.
+#[cfg(unix)]
+async fn recv_signal(sig: std::io::Result<tokio::signal::unix::Signal>, name: &str) {
+    match sig {
+        Ok(mut s) => {
+            s.recv().await;
+        }
+        Err(e) => {
+            tracing::error!(error = %e, signal = name, "cannot listen for a signal");
+            std::future::pending::<()>().await
+        }
+    }
 }
 
 /// Runs worker loops and a sweeper until `shutdown` fires.
