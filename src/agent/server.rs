@@ -408,7 +408,26 @@ struct DirLock {
     _file: std::fs::File,
 }
 
+/// How long a busy lock is retried before the directory counts as in use:
+/// a child being spawned by another thread of this process holds a copy of
+/// the lock's descriptor from fork until exec, so a lock just released by an
+/// agent in this process may look held for a moment.
+const LOCK_WAIT: Duration = Duration::from_secs(2);
+
 impl DirLock {
+    /// Takes the lock, retrying a busy one for up to [`LOCK_WAIT`].
+    async fn take_waiting(dir: &Path) -> Result<DirLock> {
+        let end = tokio::time::Instant::now() + LOCK_WAIT;
+        loop {
+            match DirLock::take(dir) {
+                Err(Error::Locked { .. }) if tokio::time::Instant::now() < end => {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
     fn take(dir: &Path) -> Result<DirLock> {
         use std::os::fd::AsRawFd;
         let path = dir.join(LOCK_FILE);
@@ -482,7 +501,7 @@ impl Opened {
             path: logs_dir.clone(),
             source,
         })?;
-        let lock = DirLock::take(&dir)?;
+        let lock = DirLock::take_waiting(&dir).await?;
         let state_path = dir.join(STATE_FILE);
         let loaded = read_state(&state_path)?;
         let fresh = loaded.is_none();
