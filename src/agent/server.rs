@@ -537,7 +537,11 @@ impl Opened {
             let mut names = vec![POS_PROXY];
             names.extend(AGENT_PROCESSES);
             for name in names {
-                agent.start_standin(name)?;
+                if let Err(e) = agent.start_standin(name) {
+                    // Leave nothing running that no state file records.
+                    agent.stop_everything().await;
+                    return Err(e.into());
+                }
             }
         }
         agent.persist().await?;
@@ -749,8 +753,22 @@ impl Request {
         }
     }
 
-    /// The request as recorded: defaults filled in, so `{}` and
-    /// `{"force": false}` are the same request.
+    /// Fills in the agent's defaults, so the record says what was done and
+    /// `{}` is the same request as `{"port": <default>}`.
+    fn fill_defaults(&mut self, cfg: &AgentConfig) {
+        match self {
+            Request::ObserverStart(r) => {
+                r.port.get_or_insert(cfg.observer_port);
+            }
+            Request::ObserverStop(r) => {
+                let ms = u64::try_from(cfg.stop_timeout.as_millis()).unwrap_or(u64::MAX);
+                r.timeout_ms.get_or_insert(ms);
+            }
+            _ => {}
+        }
+    }
+
+    /// The request as recorded (after [`Request::fill_defaults`]).
     fn canonical(&self) -> serde_json::Value {
         let v = match self {
             Request::ObserverStart(r) => serde_json::to_value(r),
@@ -1249,10 +1267,11 @@ async fn handle_mutating(
     if let Err(m) = check_key(&key) {
         return ApiError::bad_request(m).into_response();
     }
-    let req = match Request::parse(op, &body) {
+    let mut req = match Request::parse(op, &body) {
         Ok(r) => r,
         Err(e) => return e.into_response(),
     };
+    req.fill_defaults(&agent.cfg);
     // A task of its own: the operation completes (and is recorded) even if
     // the caller hangs up meanwhile.
     match tokio::spawn(agent.perform(key, req)).await {
@@ -1399,10 +1418,26 @@ mod tests {
         assert!(Request::parse(Operation::ObserverActivate, br#"{"x":1}"#).is_err());
         assert!(Request::parse(Operation::ObserverStart, br#"{"port":0}"#).is_err());
         assert!(Request::parse(Operation::AgentStatus, b"").is_err());
-        let a = Request::parse(Operation::ObserverStop, b"{}").map(|r| r.canonical());
-        let b =
-            Request::parse(Operation::ObserverStop, br#"{"force":false}"#).map(|r| r.canonical());
-        assert_eq!(a.ok(), b.ok());
+        let cfg = AgentConfig::new("/nonexistent");
+        let canonical = |op, body: &[u8]| {
+            Request::parse(op, body).map(|mut r| {
+                r.fill_defaults(&cfg);
+                r.canonical()
+            })
+        };
+        let stop = canonical(Operation::ObserverStop, b"{}").ok();
+        assert_eq!(
+            stop,
+            canonical(
+                Operation::ObserverStop,
+                br#"{"force":false,"timeout_ms":10000}"#
+            )
+            .ok()
+        );
+        assert_eq!(
+            canonical(Operation::ObserverStart, b"").ok(),
+            canonical(Operation::ObserverStart, br#"{"port":2881}"#).ok()
+        );
     }
 
     #[test]
