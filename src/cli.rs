@@ -1,6 +1,6 @@
 //! The command line: subcommands, their flags, and what each one runs.
 
-use crate::config::{DbArgs, EngineArgs, ServeArgs};
+use crate::config::{AgentArgs, DbArgs, EngineArgs, ServeArgs, StandinArgs};
 use crate::{actions::Registry, db, engine, http};
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
@@ -60,6 +60,19 @@ pub enum Command {
         #[command(flatten)]
         engine: EngineArgs,
     },
+    /// Run the reference host agent: an HTTP server that runs this host's
+    /// observer, pos proxy and agent processes as real OS processes.
+    Agent {
+        #[command(flatten)]
+        agent: AgentArgs,
+    },
+    /// Run a stand-in observer: listen on a TCP port until SIGTERM (run by
+    /// `taskd agent`).
+    #[command(hide = true)]
+    ObserverStandin {
+        #[command(flatten)]
+        standin: StandinArgs,
+    },
 }
 
 /// Sets up logging: RUST_LOG filters (default `info`, `warn` for the bench
@@ -86,34 +99,48 @@ pub fn init_tracing(cli: &Cli) {
 
 /// A token cancelled on SIGTERM or Ctrl-C: one token drives the graceful
 /// shutdown of the server and the workers.
+///
+/// The handlers are registered before this returns, not later in a task: a
+/// SIGTERM that arrives at once (a stand-in stopped right after it started)
+/// must end the process cleanly, not by the signal's default action.
 pub fn shutdown_token() -> CancellationToken {
     let token = CancellationToken::new();
     let t = token.clone();
+    #[cfg(unix)]
+    let (term, int) = {
+        use tokio::signal::unix::{signal, SignalKind};
+        (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        )
+    };
     tokio::spawn(async move {
-        let ctrl_c = tokio::signal::ctrl_c();
         #[cfg(unix)]
-        {
-            let mut term =
-                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                    Ok(s) => s,
-                    Err(e) => {
-                        tracing::error!(error = %e, "cannot listen for SIGTERM");
-                        let _ = ctrl_c.await;
-                        t.cancel();
-                        return;
-                    }
-                };
-            tokio::select! {
-                _ = ctrl_c => {}
-                _ = term.recv() => {}
-            }
+        tokio::select! {
+            _ = recv_signal(term, "SIGTERM") => {}
+            _ = recv_signal(int, "SIGINT") => {}
         }
         #[cfg(not(unix))]
-        let _ = ctrl_c.await;
+        let _ = tokio::signal::ctrl_c().await;
         tracing::info!("shutdown signal received");
         t.cancel();
     });
     token
+}
+
+/// Waits for one delivery of a registered signal; never returns when it
+/// could not be registered.
+#[cfg(unix)]
+async fn recv_signal(sig: std::io::Result<tokio::signal::unix::Signal>, name: &str) {
+    match sig {
+        Ok(mut s) => {
+            s.recv().await;
+        }
+        Err(e) => {
+            tracing::error!(error = %e, signal = name, "cannot listen for a signal");
+            std::future::pending::<()>().await
+        }
+    }
 }
 
 /// Runs `count` worker loops and one sweeper until `shutdown` fires. A loop
@@ -227,6 +254,21 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let pool = db::connect(&db.database_url, db.db_max_connections).await?;
             let shutdown = shutdown_token();
             run_worker_loops(pool, engine.to_config(), Registry::standard(), 1, shutdown).await
+        }
+        Command::Agent { agent } => {
+            let listener = tokio::net::TcpListener::bind(agent.listen)
+                .await
+                .map_err(|source| crate::agent::ServerError::Bind {
+                    addr: agent.listen,
+                    source,
+                })?;
+            crate::agent::serve_agent(agent.to_config(), listener, shutdown_token()).await?;
+            Ok(())
+        }
+        Command::ObserverStandin { standin } => {
+            let addr = std::net::SocketAddr::new(standin.bind, standin.port);
+            crate::agent::standin::run(&standin.name, addr, shutdown_token()).await?;
+            Ok(())
         }
     }
 }

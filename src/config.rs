@@ -87,3 +87,71 @@ pub struct ServeArgs {
     #[arg(long, env = "TASKD_WORKERS", default_value_t = 1)]
     pub workers: usize,
 }
+
+/// How the reference agent (`taskd agent`) runs.
+#[derive(Debug, Clone, Args)]
+pub struct AgentArgs {
+    /// Address the agent's HTTP API listens on.
+    #[arg(long, env = "TASKD_AGENT_LISTEN", default_value = "127.0.0.1:62888")]
+    pub listen: std::net::SocketAddr,
+
+    /// Directory for the agent's state file, its lock and its processes'
+    /// logs; created if missing. An agent restarted on the same directory
+    /// keeps its state and adopts the processes still running.
+    #[arg(long, env = "TASKD_AGENT_STATE_DIR")]
+    pub state_dir: std::path::PathBuf,
+
+    /// Command line that runs the observer, through `sh -c`; `{port}` and
+    /// `{ip}` are replaced. Default: the built-in stand-in, which listens on
+    /// the observer's port.
+    #[arg(long, env = "TASKD_AGENT_OBSERVER_CMD")]
+    pub observer_cmd: Option<String>,
+
+    /// The observer's SQL port when a start request names none.
+    #[arg(long, env = "TASKD_AGENT_OBSERVER_PORT", default_value_t = 2881,
+          value_parser = clap::value_parser!(u16).range(1..))]
+    pub observer_port: u16,
+
+    /// IP the observer binds and is probed on. Default: the listen IP, or
+    /// 127.0.0.1 when listening on an unspecified address.
+    #[arg(long, env = "TASKD_AGENT_OBSERVER_IP")]
+    pub observer_ip: Option<std::net::IpAddr>,
+
+    /// Graceful stop: how long to wait after SIGTERM before SIGKILL, in
+    /// milliseconds.
+    #[arg(long, env = "TASKD_AGENT_STOP_TIMEOUT_MS", default_value_t = 10000)]
+    pub stop_timeout_ms: u64,
+
+    /// What happens to the observer and the other processes when the agent
+    /// exits: leave them running (the next agent adopts them) or stop them.
+    #[arg(long, env = "TASKD_AGENT_ON_SHUTDOWN", value_enum, default_value_t = crate::agent::OnShutdown::Leave)]
+    pub on_shutdown: crate::agent::OnShutdown,
+}
+
+impl AgentArgs {
+    pub fn to_config(&self) -> crate::agent::AgentConfig {
+        let mut cfg = crate::agent::AgentConfig::new(self.state_dir.clone());
+        cfg.observer_cmd = self.observer_cmd.clone().filter(|c| !c.trim().is_empty());
+        cfg.observer_port = self.observer_port;
+        cfg.observer_ip = self.observer_ip;
+        cfg.stop_timeout = Duration::from_millis(self.stop_timeout_ms);
+        cfg.on_shutdown = self.on_shutdown;
+        cfg
+    }
+}
+
+/// The stand-in process (`taskd observer-standin`).
+#[derive(Debug, Clone, Args)]
+pub struct StandinArgs {
+    /// TCP port to listen on; 0 takes any free port.
+    #[arg(long, env = "TASKD_STANDIN_PORT", default_value_t = 2881)]
+    pub port: u16,
+
+    /// IP to listen on.
+    #[arg(long, env = "TASKD_STANDIN_BIND", default_value = "127.0.0.1")]
+    pub bind: std::net::IpAddr,
+
+    /// Name in the stand-in's log lines (observer, pos_proxy, …).
+    #[arg(long, env = "TASKD_STANDIN_NAME", default_value = "observer")]
+    pub name: String,
+}

@@ -2,6 +2,7 @@
 //! has `execute`, `rollback` and an optional `cancel` hook; it touches the
 //! world only through the inventory in PostgreSQL and the host agents.
 
+pub mod ocp;
 pub mod testing;
 
 use crate::model::{Context, SubtaskOperation};
@@ -137,6 +138,7 @@ impl Registry {
     pub fn standard() -> Self {
         let mut r = Registry::new();
         testing::register(&mut r);
+        ocp::register(&mut r);
         r
     }
 

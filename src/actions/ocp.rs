@@ -20,15 +20,27 @@ pub fn register(r: &mut Registry) {
     let c = |suffix: &str| format!("{OCP}.{suffix}");
     r.register(
         &c("server.PrepareRestartObServerTask"),
-        Prepare(ServerStatus::Restarting, ServerStatus::Running, ServerStatus::Running),
+        Prepare(
+            ServerStatus::Restarting,
+            ServerStatus::Running,
+            ServerStatus::Running,
+        ),
     );
     r.register(
         &c("server.PrepareStartObServerTask"),
-        Prepare(ServerStatus::Starting, ServerStatus::Running, ServerStatus::Stopped),
+        Prepare(
+            ServerStatus::Starting,
+            ServerStatus::Running,
+            ServerStatus::Stopped,
+        ),
     );
     r.register(
         &c("server.PrepareStopObServerTask"),
-        Prepare(ServerStatus::Stopping, ServerStatus::Stopped, ServerStatus::Running),
+        Prepare(
+            ServerStatus::Stopping,
+            ServerStatus::Stopped,
+            ServerStatus::Running,
+        ),
     );
     r.register(&c("server.StopObServerTask"), StopServer);
     r.register(&c("server.StartObServerTask"), StartServer);
@@ -85,8 +97,7 @@ async fn host(run: &Run) -> Result<HostRow, ActionError> {
 }
 
 fn client(run: &Run, host: &HostRow) -> Result<AgentClient, ActionError> {
-    AgentClient::new(run.deps.http.clone(), &host.agent_url)
-        .map_err(|e| agent_err(host, e))
+    AgentClient::new(run.deps.http.clone(), &host.agent_url).map_err(|e| agent_err(host, e))
 }
 
 /// An agent failure as a run failure naming the host.
@@ -169,8 +180,7 @@ impl Action for Prepare {
             t.server.status
         };
         run.context.set("former_server_status", former.as_str());
-        run.context
-            .set("target_server_status", self.1.as_str());
+        run.context.set("target_server_status", self.1.as_str());
         run.log(format!(
             "server {} on host {} ({}:{}), zone {}, cluster {}",
             t.server.id, t.host.name, t.server.ip, t.server.sql_port, t.zone.name, t.cluster.name
@@ -401,10 +411,19 @@ impl Action for StartAgentService {
             .map_err(|e| agent_err(&t.host, e))?;
         let names: Vec<String> = procs
             .iter()
-            .map(|p| format!("{}={}", p.name, p.pid.map(|p| p.to_string()).unwrap_or_default()))
+            .map(|p| {
+                format!(
+                    "{}={}",
+                    p.name,
+                    p.pid.map(|p| p.to_string()).unwrap_or_default()
+                )
+            })
             .collect();
-        run.log(format!("agent service processes running: {}", names.join(", ")))
-            .await;
+        run.log(format!(
+            "agent service processes running: {}",
+            names.join(", ")
+        ))
+        .await;
         Ok(())
     }
 }
@@ -468,7 +487,11 @@ impl Action for SyncClusterInfo {
                 "server {} is {} in the inventory but its observer process is {} on host {}",
                 t.server.id,
                 t.server.status,
-                if observed.is_running() { "running" } else { "stopped" },
+                if observed.is_running() {
+                    "running"
+                } else {
+                    "stopped"
+                },
                 t.host.name
             )));
         }
@@ -522,8 +545,11 @@ impl Action for PrepareAgent {
             run.context
                 .set("former_agent_status", h.agent_status.as_str());
         }
-        run.log(format!("restarting the agent of host {} at {}", h.name, h.agent_url))
-            .await;
+        run.log(format!(
+            "restarting the agent of host {} at {}",
+            h.name, h.agent_url
+        ))
+        .await;
         set_host(run, h.id, HostAgentStatus::Restarting).await
     }
 
@@ -595,7 +621,13 @@ impl Action for StartAll {
             .map_err(|e| agent_err(&h, e))?;
         let pids: Vec<String> = procs
             .iter()
-            .map(|p| format!("{}={}", p.name, p.pid.map(|p| p.to_string()).unwrap_or_default()))
+            .map(|p| {
+                format!(
+                    "{}={}",
+                    p.name,
+                    p.pid.map(|p| p.to_string()).unwrap_or_default()
+                )
+            })
             .collect();
         run.log(format!("agent processes started: {}", pids.join(", ")))
             .await;

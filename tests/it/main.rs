@@ -1,8 +1,12 @@
-//! Integration tests against a real PostgreSQL: one binary, one fresh
-//! database per test (see `support`).
+//! Integration tests, one binary: the engine against a real PostgreSQL, one
+//! fresh database per test (see `support`); the agent with real processes
+//! on loopback addresses, no database.
 
+// Shared helpers: each test module uses its own subset.
+#[allow(dead_code)]
 mod support;
 
+mod agent;
 mod app;
 mod deploy;
 mod engine;
