@@ -6,6 +6,7 @@
 #[allow(dead_code)]
 mod support;
 
+mod actions;
 mod agent;
 mod app;
 mod deploy;
