@@ -38,6 +38,18 @@ pub enum Command {
         #[command(flatten)]
         db: DbArgs,
     },
+    /// One command for a newcomer: database, three agents, a demo
+    /// inventory, the API and workers.
+    Demo {
+        #[command(flatten)]
+        db: DbArgs,
+        #[command(flatten)]
+        engine: EngineArgs,
+        #[command(flatten)]
+        serve: ServeArgs,
+        #[command(flatten)]
+        demo: crate::demo::DemoArgs,
+    },
     /// Measure throughput and latency against a fresh database of its own.
     Bench {
         #[command(flatten)]
@@ -203,6 +215,17 @@ async fn serve(db: DbArgs, engine: EngineArgs, serve: ServeArgs) -> anyhow::Resu
     let listener = tokio::net::TcpListener::bind(&serve.listen)
         .await
         .with_context(|| format!("cannot listen on {}", serve.listen))?;
+    serve_with(pool, engine, serve, listener).await
+}
+
+/// Serves the API on `listener` with the worker loops beside it, until
+/// SIGTERM or Ctrl-C.
+pub async fn serve_with(
+    pool: sqlx::PgPool,
+    engine: EngineArgs,
+    serve: ServeArgs,
+    listener: tokio::net::TcpListener,
+) -> anyhow::Result<()> {
     let state = http::AppState::new(pool.clone(), advertised_address(listener.local_addr()?));
     let shutdown = shutdown_token();
     let server = {
@@ -244,6 +267,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Bench { args } => crate::bench::run(args).await,
+        Command::Demo {
+            db,
+            engine,
+            serve,
+            demo,
+        } => crate::demo::run(db, engine, serve, demo).await,
         Command::Serve {
             db,
             engine,

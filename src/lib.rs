@@ -10,6 +10,7 @@
 //! - [`bench`]: `taskd bench`, throughput and latency figures.
 //! - [`cli`]: subcommands and what each runs.
 //! - [`config`]: settings from flags and environment.
+//! - [`demo`]: `taskd demo`, agents and a demo inventory in one command.
 //! - [`db`]: connection pool and advisory-locked migrations.
 //! - [`metrics`]: Prometheus metrics of the process.
 //! - [`model`]: ids, statuses, the context and the state machine (pure).
@@ -28,6 +29,7 @@ pub mod cli;
 pub mod config;
 pub mod dag;
 pub mod db;
+pub mod demo;
 pub mod engine;
 pub mod http;
 pub mod metrics;

@@ -2,7 +2,7 @@
 //! advisory lock so replicas that start together do not race.
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::PgPool;
+use sqlx::{Connection, PgPool};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -27,9 +27,11 @@ pub enum Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// Applies every pending migration. Concurrent callers serialize on an
-/// advisory lock, so two replicas starting together both succeed.
+/// Creates the database if needed, then applies every pending migration.
+/// Concurrent callers serialize on an advisory lock, so two replicas
+/// starting together both succeed.
 pub async fn migrate(database_url: &str) -> Result<()> {
+    ensure_database(database_url).await?;
     let config =
         tokio_postgres::Config::from_str(database_url).map_err(|e| Error::Url(e.to_string()))?;
     let (mut client, connection) = config.connect(tokio_postgres::NoTls).await?;
@@ -57,6 +59,40 @@ pub async fn migrate(database_url: &str) -> Result<()> {
         tracing::info!(migration = %m, "applied migration");
     }
     Ok(())
+}
+
+/// Creates the database named in `database_url` when it does not exist yet
+/// (connecting to the server's `postgres` database to do so), so a newcomer
+/// needs nothing but a running PostgreSQL.
+pub async fn ensure_database(database_url: &str) -> Result<()> {
+    let options = PgConnectOptions::from_str(database_url)?;
+    let Some(name) = options.get_database().map(str::to_owned) else {
+        return Ok(());
+    };
+    match sqlx::PgConnection::connect_with(&options).await {
+        Ok(conn) => {
+            let _ = conn.close().await;
+            Ok(())
+        }
+        Err(sqlx::Error::Database(d)) if d.code().as_deref() == Some("3D000") => {
+            let mut admin =
+                sqlx::PgConnection::connect_with(&options.clone().database("postgres")).await?;
+            let quoted = format!("\"{}\"", name.replace('"', "\"\""));
+            match sqlx::query(&format!("create database {quoted}"))
+                .execute(&mut admin)
+                .await
+            {
+                Ok(_) => tracing::info!(database = %name, "created the database"),
+                // Created meanwhile by another process: fine.
+                Err(sqlx::Error::Database(d))
+                    if matches!(d.code().as_deref(), Some("42P04") | Some("23505")) => {}
+                Err(e) => return Err(e.into()),
+            }
+            let _ = admin.close().await;
+            Ok(())
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Number of migrations this binary knows; `/readyz` compares it with the

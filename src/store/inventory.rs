@@ -139,6 +139,11 @@ pub async fn insert_host(ex: impl PgExecutor<'_>, h: &NewHost) -> Result<HostRow
         .await?)
 }
 
+pub async fn find_host_by_name(ex: impl PgExecutor<'_>, name: &str) -> Result<Option<HostRow>> {
+    let sql = format!("select {HOST_COLUMNS} from host where name = $1");
+    Ok(sqlx::query_as(&sql).bind(name).fetch_optional(ex).await?)
+}
+
 pub async fn get_host(ex: impl PgExecutor<'_>, id: i64) -> Result<Option<HostRow>> {
     let sql = format!("select {HOST_COLUMNS} from host where id = $1");
     Ok(sqlx::query_as(&sql).bind(id).fetch_optional(ex).await?)
@@ -215,6 +220,14 @@ pub async fn insert_cluster(ex: impl PgExecutor<'_>, c: &NewCluster) -> Result<C
         .bind(c.status.as_str())
         .fetch_one(ex)
         .await?)
+}
+
+pub async fn find_cluster_by_name(
+    ex: impl PgExecutor<'_>,
+    name: &str,
+) -> Result<Option<ClusterRow>> {
+    let sql = format!("select {CLUSTER_COLUMNS} from ob_cluster where name = $1");
+    Ok(sqlx::query_as(&sql).bind(name).fetch_optional(ex).await?)
 }
 
 pub async fn get_cluster(ex: impl PgExecutor<'_>, id: i64) -> Result<Option<ClusterRow>> {

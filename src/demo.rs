@@ -1,0 +1,280 @@
+//! `taskd demo`: one command for a newcomer. It creates and migrates the
+//! database, starts three reference agents (each its own `taskd agent`
+//! process on its own 127.0.0.x address), fills a demo inventory (cluster
+//! `demo`, three zones, three servers on three hosts) and runs the API with
+//! its workers until Ctrl-C.
+
+use crate::agent::protocol::StartObserver;
+use crate::agent::AgentClient;
+use crate::config::{DbArgs, EngineArgs, ServeArgs};
+use crate::store::inventory::{
+    self, AgentStatus, ClusterStatus, NewCluster, NewHost, NewServer, NewZone, ServerStatus,
+    ZoneStatus,
+};
+use anyhow::Context as _;
+use clap::Args;
+use sqlx::PgPool;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+use tokio::process::{Child, Command};
+
+#[derive(Debug, Clone, Args)]
+pub struct DemoArgs {
+    /// Directory for the demo agents' state (default: a temporary one).
+    #[arg(long, env = "TASKD_DEMO_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
+
+    /// Port every demo agent listens on, each on its own 127.0.0.x address.
+    #[arg(long, env = "TASKD_DEMO_AGENT_PORT", default_value_t = 62888)]
+    pub agent_port: u16,
+}
+
+const HOSTS: usize = 3;
+const SQL_PORT: i32 = 2881;
+
+fn host_ip(i: usize) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2 + i as u8))
+}
+
+/// The demo agents, stopped (with their processes) when dropped or stopped.
+struct Agents {
+    children: Vec<Child>,
+}
+
+impl Agents {
+    async fn start(dir: &std::path::Path, port: u16) -> anyhow::Result<Agents> {
+        let exe = std::env::current_exe().context("cannot find the taskd binary")?;
+        let mut children = Vec::new();
+        for i in 0..HOSTS {
+            let listen = SocketAddr::new(host_ip(i), port);
+            let state = dir.join(format!("agent-{}", i + 1));
+            let child = Command::new(&exe)
+                .arg("agent")
+                .arg("--listen")
+                .arg(listen.to_string())
+                .arg("--state-dir")
+                .arg(&state)
+                .arg("--on-shutdown")
+                .arg("stop")
+                .env("RUST_LOG", "warn")
+                .stdin(Stdio::null())
+                .kill_on_drop(true)
+                .spawn()
+                .with_context(|| format!("cannot start the agent on {listen}"))?;
+            children.push(child);
+        }
+        Ok(Agents { children })
+    }
+
+    async fn stop(mut self) {
+        for c in &self.children {
+            if let Some(pid) = c.id() {
+                // SIGTERM: the agent stops its processes and exits.
+                unsafe {
+                    libc::kill(pid as i32, libc::SIGTERM);
+                }
+            }
+        }
+        for c in &mut self.children {
+            if tokio::time::timeout(Duration::from_secs(15), c.wait())
+                .await
+                .is_err()
+            {
+                let _ = c.kill().await;
+            }
+        }
+    }
+}
+
+/// Waits for an agent to answer, then makes its observer match the
+/// inventory: running and active for a RUNNING server.
+async fn prepare_agent(client: &AgentClient, running: bool, i: usize) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let never = tokio_util::sync::CancellationToken::new();
+    crate::agent::wait_until(
+        "the demo agent",
+        || client.status(),
+        |_| true,
+        deadline,
+        &never,
+    )
+    .await
+    .with_context(|| format!("agent {} did not come up", client.base_url()))?;
+    if !running {
+        return Ok(());
+    }
+    let stamp = chrono::Utc::now().timestamp_millis();
+    let o = client.observer_status().await?;
+    if !o.is_running() {
+        client
+            .start_observer(
+                &format!("demo-start-{i}-{stamp}"),
+                &StartObserver {
+                    port: Some(SQL_PORT as u16),
+                },
+            )
+            .await?;
+    }
+    let o = client
+        .wait_observer("observer listening", |o| o.listening, deadline, &never)
+        .await?;
+    if !o.active {
+        client
+            .activate_observer(&format!("demo-activate-{i}-{stamp}"))
+            .await?;
+    }
+    Ok(())
+}
+
+/// The demo inventory: reused when it exists (agent URLs refreshed),
+/// created otherwise. Returns (cluster id, server ids and whether each is
+/// RUNNING, host ids).
+async fn inventory(pool: &PgPool, port: u16) -> anyhow::Result<(i64, Vec<(i64, bool)>, Vec<i64>)> {
+    let mut tx = pool.begin().await?;
+    let mut hosts = Vec::new();
+    for i in 0..HOSTS {
+        let name = format!("demo-host-{}", i + 1);
+        let url = format!("http://{}", SocketAddr::new(host_ip(i), port));
+        let id = match inventory::find_host_by_name(&mut *tx, &name).await? {
+            Some(h) => {
+                sqlx::query(
+                    "update host set agent_url = $2, agent_status = 'ONLINE' where id = $1",
+                )
+                .bind(h.id)
+                .bind(&url)
+                .execute(&mut *tx)
+                .await?;
+                h.id
+            }
+            None => {
+                inventory::insert_host(
+                    &mut *tx,
+                    &NewHost {
+                        name,
+                        ip: host_ip(i).to_string(),
+                        agent_url: url,
+                        agent_status: AgentStatus::Online,
+                    },
+                )
+                .await?
+                .id
+            }
+        };
+        hosts.push(id);
+    }
+    let cluster = match inventory::find_cluster_by_name(&mut *tx, "demo").await? {
+        Some(c) => c.id,
+        None => {
+            let c = inventory::insert_cluster(
+                &mut *tx,
+                &NewCluster {
+                    name: "demo".into(),
+                    ob_cluster_id: 1,
+                    status: ClusterStatus::Running,
+                },
+            )
+            .await?;
+            for (i, host) in hosts.iter().enumerate() {
+                let z = inventory::insert_zone(
+                    &mut *tx,
+                    &NewZone {
+                        cluster_id: c.id,
+                        name: format!("zone{}", i + 1),
+                        status: ZoneStatus::Running,
+                    },
+                )
+                .await?;
+                inventory::insert_server(
+                    &mut *tx,
+                    &NewServer {
+                        cluster_id: c.id,
+                        zone_id: z.id,
+                        host_id: *host,
+                        ip: host_ip(i).to_string(),
+                        sql_port: SQL_PORT,
+                        rpc_port: SQL_PORT + 1,
+                        status: ServerStatus::Running,
+                    },
+                )
+                .await?;
+            }
+            c.id
+        }
+    };
+    let servers = inventory::servers_of_cluster(&mut *tx, cluster)
+        .await?
+        .into_iter()
+        .map(|s| (s.id, s.status == ServerStatus::Running))
+        .collect();
+    tx.commit().await?;
+    Ok((cluster, servers, hosts))
+}
+
+pub async fn run(
+    db: DbArgs,
+    engine: EngineArgs,
+    serve: ServeArgs,
+    demo: DemoArgs,
+) -> anyhow::Result<()> {
+    crate::db::migrate(&db.database_url)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot prepare the database at {}",
+                redact(&db.database_url)
+            )
+        })?;
+    let pool = crate::db::connect(&db.database_url, db.db_max_connections).await?;
+    let dir = match &demo.state_dir {
+        Some(d) => d.clone(),
+        None => std::env::temp_dir().join(format!("taskd-demo-{}", std::process::id())),
+    };
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let (cluster, servers, hosts) = inventory(&pool, demo.agent_port).await?;
+    let agents = Agents::start(&dir, demo.agent_port).await?;
+    let http = reqwest::Client::new();
+    let mut hosts_by_server = Vec::new();
+    for (i, (server, running)) in servers.iter().enumerate() {
+        let host = i.min(HOSTS - 1);
+        let url = format!("http://{}", SocketAddr::new(host_ip(host), demo.agent_port));
+        let client = AgentClient::new(http.clone(), &url)?;
+        if let Err(e) = prepare_agent(&client, *running, i).await {
+            agents.stop().await;
+            return Err(e.context("the demo agents did not start"));
+        }
+        hosts_by_server.push((*server, hosts[host]));
+    }
+    let listener = tokio::net::TcpListener::bind(&serve.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", serve.listen))?;
+    let base = format!("http://{}", listener.local_addr()?);
+    let (server, host) = hosts_by_server[0];
+    println!();
+    println!("taskd demo is running at {base}");
+    println!("  cluster `demo` (id {cluster}): servers {:?} on hosts {hosts:?}, agents on 127.0.0.2-4:{}", servers.iter().map(|s| s.0).collect::<Vec<_>>(), demo.agent_port);
+    println!("  agent state and logs: {}", dir.display());
+    println!();
+    println!("Try:");
+    println!("  curl -s -X POST {base}/api/v2/ob/clusters/{cluster}/servers/{server}/restart");
+    println!("then watch it:");
+    println!("  curl -s '{base}/api/v2/tasks/instances?sort=id,desc&size=1'");
+    println!("  (agent restart: curl -s -X POST {base}/compute/hosts/{host}/agent/restart)");
+    println!();
+    println!("Ctrl-C stops the demo, its workers and its agents.");
+    let outcome = crate::cli::serve_with(pool, engine, serve, listener).await;
+    agents.stop().await;
+    outcome
+}
+
+/// The URL without its password, for messages.
+fn redact(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("***"));
+            u.to_string()
+        }
+        _ => url.to_string(),
+    }
+}
