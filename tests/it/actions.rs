@@ -190,6 +190,11 @@ impl World {
             .pid
     }
 
+    /// Stops the world's in-process worker (for tests that bring their own).
+    pub async fn stop_in_process_worker(&self) {
+        self.stop.cancel();
+    }
+
     pub async fn finish(mut self) {
         self.stop.cancel();
         if let Some(w) = self.worker.take() {

@@ -9,6 +9,7 @@ mod support;
 mod actions;
 mod agent;
 mod app;
+mod chaos;
 mod demo;
 mod deploy;
 mod engine;
