@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 const DEADLINE: Duration = Duration::from_secs(30);
 pub const SQL_PORT: u16 = 2881;
 
-fn own_ip() -> IpAddr {
+pub fn own_ip() -> IpAddr {
     let mut r = rand::thread_rng();
     IpAddr::V4(Ipv4Addr::new(
         127,

@@ -189,3 +189,105 @@ async fn killing_workers_loses_nothing_and_never_overlaps_a_step() {
     }
     w.finish().await;
 }
+
+#[tokio::test]
+async fn an_agent_killed_mid_step_fails_the_task_by_the_rules_never_stuck() {
+    let mut w = World::new(&["RUNNING"], None).await;
+    // Replace host 0's in-process agent by a real `taskd agent` process.
+    if let Some(a) = w.agents[0].take() {
+        a.shutdown().await.unwrap();
+    }
+    let ip = crate::actions::own_ip();
+    let port = 20000 + rand::random::<u16>() % 20000;
+    let dir = std::env::temp_dir().join(format!("taskd-chaos-agent-{:08x}", rand::random::<u32>()));
+    let spawn_agent = || {
+        Command::new(env!("CARGO_BIN_EXE_taskd"))
+            .args(["agent", "--listen", &format!("{ip}:{port}"), "--state-dir"])
+            .arg(&dir)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("an agent process")
+    };
+    let mut agent = spawn_agent();
+    let url = format!("http://{ip}:{port}");
+    sqlx::query("update host set agent_url = $2 where id = $1")
+        .bind(w.hosts[0])
+        .bind(&url)
+        .execute(&w.app.db.pool)
+        .await
+        .unwrap();
+    let client = taskd::agent::AgentClient::new(reqwest::Client::new(), &url).unwrap();
+    let never = tokio_util::sync::CancellationToken::new();
+    let soon = || tokio::time::Instant::now() + Duration::from_secs(20);
+    taskd::agent::wait_until("the agent", || client.status(), |_| true, soon(), &never)
+        .await
+        .unwrap();
+    client
+        .start_observer(
+            "chaos:start",
+            &taskd::agent::StartObserver { port: Some(2881) },
+        )
+        .await
+        .unwrap();
+    client
+        .wait_observer("listening", |o| o.listening, soon(), &never)
+        .await
+        .unwrap();
+    client.activate_observer("chaos:activate").await.unwrap();
+    // The stop step stalls at the agent; kill the agent in the middle of it.
+    client
+        .set_fault(&taskd::agent::FaultSpec::stall(
+            taskd::agent::Operation::ObserverStop,
+            1,
+            30_000,
+        ))
+        .await
+        .unwrap();
+    let id = w.post(&w.op("stop", 0)).await;
+    crate::support::wait_for("the stop step to run", Duration::from_secs(20), || async {
+        let t = w.task(id).await;
+        let s = t["subtasks"]
+            .as_array()?
+            .iter()
+            .find(|s| s["name"] == "Stop observer process")?
+            .clone();
+        (s["status"] == "RUNNING").then_some(())
+    })
+    .await;
+    agent.start_kill().unwrap();
+    agent.wait().await.unwrap();
+    let t = w.settled(id).await;
+    assert_eq!(t["status"], "FAILED", "the task ends, never stuck: {t:#}");
+    let s = t["subtasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "Stop observer process")
+        .unwrap();
+    assert_eq!(
+        (s["status"].as_str(), s["runTime"].as_i64()),
+        (Some("FAILED"), Some(3))
+    );
+
+    // The agent comes back on its state dir, adopts its processes, and the
+    // task retried succeeds.
+    let mut agent = spawn_agent();
+    taskd::agent::wait_until("the agent", || client.status(), |_| true, soon(), &never)
+        .await
+        .unwrap();
+    w.app
+        .post(&format!("/api/v2/tasks/instances/{id}/retry"))
+        .await
+        .ok();
+    let t = w.settled(id).await;
+    assert_eq!(t["status"], "SUCCESSFUL", "{t:#}");
+    assert!(!client.observer_status().await.unwrap().is_running());
+    assert_eq!(w.statuses(0).await.0, "STOPPED");
+    let _ = agent.start_kill();
+    let _ = agent.wait().await;
+    let _ = taskd::agent::kill_recorded_processes(&dir);
+    let _ = std::fs::remove_dir_all(&dir);
+    w.finish().await;
+}
