@@ -13,6 +13,7 @@ mod chaos;
 mod demo;
 mod deploy;
 mod engine;
+mod hostile;
 mod http_api;
 mod http_ops;
 mod inventory;
