@@ -12,8 +12,9 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 /// How a run ended, as the worker (or the sweeper) saw it.
 #[derive(Debug, Clone)]
 pub enum Outcome {
-    /// The action succeeded; this is its context with the keys it added.
-    Succeeded(Context),
+    /// The action succeeded; this is its context with the keys it added, or
+    /// None when it added none (the stored input stays, unwritten).
+    Succeeded(Option<Context>),
     /// The action failed; `cancelled` runs are never retried.
     Failed { error: String, cancelled: bool },
     /// The worker is shutting down: hand the run back untouched.
@@ -129,7 +130,7 @@ fn run_end(cfg: &EngineConfig, f: &Finished) -> Option<RunEnd> {
             status: SubtaskStatus::Successful,
             operation: f.operation,
             run_time: f.run.run_time,
-            context: Some(ctx.clone()),
+            context: ctx.clone(),
             error: None,
             backoff_ms: 0,
         },

@@ -402,8 +402,8 @@ impl Worker {
         };
         let outcome = match result {
             Ok(()) => match run {
-                Some(run) => Outcome::Succeeded(run.context),
-                None => Outcome::Succeeded(c.context.0.clone()),
+                Some(run) if run.context != c.context.0 => Outcome::Succeeded(Some(run.context)),
+                _ => Outcome::Succeeded(None),
             },
             Err(ActionError::Failed(msg)) => Outcome::Failed {
                 error: msg,
