@@ -100,7 +100,9 @@ create table subtask_instance (
     check (status <> 'READY' or run_after is not null),
     check (status not in ('READY', 'RUNNING', 'CANCELING') or context is not null),
     check (status not in ('RUNNING', 'CANCELING') or start_time is not null)
-);
+) with (fillfactor = 80);
+-- fillfactor leaves room on each page so that updates touching no indexed
+-- column (the pending-upstream countdown) stay HOT and skip the indexes.
 comment on table subtask_instance is 'One row per DAG node of a task. Workers claim READY rows, run them and finish them fenced on (id, run_time, executor, status).';
 comment on column subtask_instance.id is 'Subtask instance id, as shown by the REST API.';
 comment on column subtask_instance.task_id is 'The task this subtask belongs to.';
@@ -130,7 +132,7 @@ comment on column subtask_instance.error is 'Why the last run failed, if it did.
 -- its cost independent of the finished history.
 create index subtask_instance_ready_idx on subtask_instance (run_after) where status = 'READY';
 create index subtask_instance_running_idx on subtask_instance (executor) where status in ('RUNNING', 'CANCELING');
-create index subtask_instance_task_idx on subtask_instance (task_id);
+-- Lookups by task use the unique (task_id, series_id) index.
 
 create table subtask_edge (
     upstream_id   bigint not null references subtask_instance (id) on delete cascade,

@@ -233,6 +233,15 @@ async fn measured_rate(pool: &PgPool, since_id: i64) -> anyhow::Result<(i64, f64
     Ok((n, n as f64 / secs))
 }
 
+/// Transactions committed in this database so far (PostgreSQL's counter).
+async fn commits(pool: &PgPool) -> anyhow::Result<i64> {
+    Ok(sqlx::query_scalar(
+        "select xact_commit from pg_stat_database where datname = current_database()",
+    )
+    .fetch_one(pool)
+    .await?)
+}
+
 async fn max_subtask_id(pool: &PgPool) -> anyhow::Result<i64> {
     Ok(
         sqlx::query_scalar("select coalesce(max(id), 0) from subtask_instance")
@@ -413,8 +422,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     if scenarios.contains(&"flat") {
         let since = max_subtask_id(&pool).await?;
         let submit_rate = submit_many(&pool, args.tasks, &flat_nodes(), 8).await?;
+        let c0 = commits(&pool).await?;
         let workers = Workers::start(&args, &url).await?;
         wait_all_done(&pool, Duration::from_secs(600)).await?;
+        let c1 = commits(&pool).await?;
         let rss = workers.peak_rss_mib();
         workers.stop().await;
         let (n, rate) = measured_rate(&pool, since).await?;
@@ -423,14 +434,17 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         emit(json!({
             "scenario": "flat", "tasks": args.tasks, "subtasks": n, "history": args.history,
             "subtasks_per_s": round2(rate), "submit_tasks_per_s": round2(submit_rate),
+            "commits_per_subtask": round2((c1 - c0) as f64 / n.max(1) as f64),
             "worker_peak_rss_mib": rss,
         }));
     }
     if scenarios.contains(&"dag") {
         let since = max_subtask_id(&pool).await?;
         let submit_rate = submit_many(&pool, args.dag_tasks, &dag_nodes(), 8).await?;
+        let c0 = commits(&pool).await?;
         let workers = Workers::start(&args, &url).await?;
         wait_all_done(&pool, Duration::from_secs(600)).await?;
+        let c1 = commits(&pool).await?;
         let rss = workers.peak_rss_mib();
         workers.stop().await;
         let (n, rate) = measured_rate(&pool, since).await?;
@@ -438,6 +452,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         emit(json!({
             "scenario": "dag", "tasks": args.dag_tasks, "subtasks": n,
             "subtasks_per_s": round2(rate), "submit_tasks_per_s": round2(submit_rate),
+            "commits_per_subtask": round2((c1 - c0) as f64 / n.max(1) as f64),
             "worker_peak_rss_mib": rss,
         }));
     }
