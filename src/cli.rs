@@ -301,3 +301,34 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn every_flag_has_an_environment_variable_and_help() {
+        let cli = Cli::command();
+        cli.clone().debug_assert();
+        for sub in cli.get_subcommands() {
+            assert!(sub.get_about().is_some(), "{} has no help", sub.get_name());
+            for arg in sub.get_arguments() {
+                let id = arg.get_id().as_str();
+                if id == "help" || id == "version" || arg.is_positional() {
+                    continue;
+                }
+                assert!(
+                    arg.get_env().is_some(),
+                    "taskd {} --{id} has no environment variable",
+                    sub.get_name()
+                );
+                assert!(
+                    arg.get_help().is_some(),
+                    "taskd {} --{id} has no help",
+                    sub.get_name()
+                );
+            }
+        }
+    }
+}

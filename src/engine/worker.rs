@@ -372,14 +372,19 @@ impl Worker {
         let action2 = action.clone();
         // The action runs in its own task so that a panic fails the run
         // instead of the worker.
-        let handle = tokio::spawn(async move {
-            let r = if run.operation == SubtaskOperation::Rollback {
-                action2.rollback(&mut run).await
-            } else {
-                action2.execute(&mut run).await
-            };
-            (r, run)
-        });
+        // The spawned task keeps this run's span, so the action's own lines
+        // carry the trace, task, subtask and run_time too.
+        let handle = tokio::spawn(
+            async move {
+                let r = if run.operation == SubtaskOperation::Rollback {
+                    action2.rollback(&mut run).await
+                } else {
+                    action2.execute(&mut run).await
+                };
+                (r, run)
+            }
+            .instrument(tracing::Span::current()),
+        );
         let abort = handle.abort_handle();
         let mut timed_out = false;
         let joined = tokio::select! {

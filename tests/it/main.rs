@@ -17,5 +17,6 @@ mod hostile;
 mod http_api;
 mod http_ops;
 mod inventory;
+mod logs;
 mod reliability;
 mod serve;
