@@ -60,6 +60,14 @@ pub struct BenchArgs {
     #[arg(long, env = "TASKD_BENCH_LATENCY_SECONDS", default_value_t = 10)]
     pub latency_seconds: u64,
 
+    /// Restart requests per second in the API scenario.
+    #[arg(long, env = "TASKD_BENCH_API_RATE", default_value_t = 200)]
+    pub api_rate: u64,
+
+    /// Seconds of the API scenario.
+    #[arg(long, env = "TASKD_BENCH_API_SECONDS", default_value_t = 5)]
+    pub api_seconds: u64,
+
     /// Seconds pgbench -N runs.
     #[arg(long, env = "TASKD_BENCH_PGBENCH_SECONDS", default_value_t = 10)]
     pub pgbench_seconds: u64,
@@ -329,6 +337,113 @@ async fn fill_history(pool: &PgPool, n: i64) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// One server per request, so no request meets a RUNNING task on its
+/// target: a cluster with one zone and `n` servers, each on its own host.
+async fn api_inventory(pool: &PgPool, n: usize) -> anyhow::Result<(i64, Vec<i64>)> {
+    use crate::store::inventory::{
+        self as inv, AgentStatus, ClusterStatus, ServerStatus, ZoneStatus,
+    };
+    let mut tx = pool.begin().await?;
+    let c = inv::insert_cluster(
+        &mut *tx,
+        &inv::NewCluster {
+            name: "bench".into(),
+            ob_cluster_id: 1,
+            status: ClusterStatus::Running,
+        },
+    )
+    .await?;
+    let z = inv::insert_zone(
+        &mut *tx,
+        &inv::NewZone {
+            cluster_id: c.id,
+            name: "zone1".into(),
+            status: ZoneStatus::Running,
+        },
+    )
+    .await?;
+    let mut servers = Vec::with_capacity(n);
+    for i in 0..n {
+        let h = inv::insert_host(
+            &mut *tx,
+            &inv::NewHost {
+                name: format!("bench-host-{i}"),
+                ip: "127.0.0.1".into(),
+                agent_url: "http://127.0.0.1:9".into(),
+                agent_status: AgentStatus::Online,
+            },
+        )
+        .await?;
+        let s = inv::insert_server(
+            &mut *tx,
+            &inv::NewServer {
+                cluster_id: c.id,
+                zone_id: z.id,
+                host_id: h.id,
+                ip: "127.0.0.1".into(),
+                sql_port: 2881,
+                rpc_port: 2882,
+                status: ServerStatus::Running,
+            },
+        )
+        .await?;
+        servers.push(s.id);
+    }
+    tx.commit().await?;
+    Ok((c.id, servers))
+}
+
+/// POST restart at a fixed rate against the in-process API (no workers:
+/// the tasks stay RUNNING); client-side latency percentiles.
+async fn api_scenario(args: &BenchArgs, pool: &PgPool) -> anyhow::Result<Value> {
+    let n = (args.api_rate * args.api_seconds) as usize;
+    let (cluster, servers) = api_inventory(pool, n.max(1)).await?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let state = crate::http::AppState::new(pool.clone(), addr.to_string());
+    let stop = tokio_util::sync::CancellationToken::new();
+    let server = tokio::spawn(crate::http::serve(listener, state, stop.clone()));
+    let client = reqwest::Client::new();
+    let interval = Duration::from_secs_f64(1.0 / args.api_rate.max(1) as f64);
+    let mut next = Instant::now();
+    let mut calls = tokio::task::JoinSet::new();
+    for server_id in servers {
+        let url = format!("http://{addr}/api/v2/ob/clusters/{cluster}/servers/{server_id}/restart");
+        let client = client.clone();
+        calls.spawn(async move {
+            let t = Instant::now();
+            let status = client
+                .post(&url)
+                .send()
+                .await
+                .map(|r| r.status().as_u16())
+                .unwrap_or(0);
+            (status, t.elapsed().as_secs_f64() * 1000.0)
+        });
+        next += interval;
+        tokio::time::sleep_until(next.into()).await;
+    }
+    let mut lat = Vec::new();
+    let mut ok = 0;
+    while let Some(r) = calls.join_next().await {
+        let (status, ms) = r?;
+        ok += usize::from(status == 200);
+        lat.push(ms);
+    }
+    stop.cancel();
+    let _ = server.await;
+    lat.sort_by(f64::total_cmp);
+    let pct = |p: f64| {
+        lat.get(((lat.len() as f64 - 1.0) * p).round() as usize)
+            .copied()
+            .unwrap_or(0.0)
+    };
+    Ok(json!({
+        "scenario": "api", "offered_per_s": args.api_rate, "requests": lat.len(), "ok": ok,
+        "p50_ms": round2(pct(0.5)), "p99_ms": round2(pct(0.99)), "max_ms": round2(pct(1.0)),
+    }))
+}
+
 fn emit(v: Value) {
     println!("{v}");
 }
@@ -510,6 +625,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             "loaded": {"offered_tasks_per_s": round2(rate), "submitted": submitted,
                        "handoff_p50_ms": p50, "handoff_p99_ms": p99, "restart_e2e_ms": loaded_e2e},
         }));
+    }
+    if scenarios.contains(&"api") {
+        emit(api_scenario(&args, &pool).await?);
     }
     if scenarios.contains(&"pgbench") {
         if let Some(tps) = run_pgbench(&args, &admin).await? {
