@@ -191,18 +191,7 @@ impl Workers {
     }
 
     async fn stop(mut self) {
-        for c in &self.children {
-            if let Some(pid) = c.id() {
-                // SIGTERM: graceful stop.
-                unsafe {
-                    libc::kill(pid as i32, libc::SIGTERM);
-                }
-            }
-        }
-        for c in &mut self.children {
-            let _ = tokio::time::timeout(Duration::from_secs(15), c.wait()).await;
-            let _ = c.kill().await;
-        }
+        crate::cli::terminate_children(&mut self.children, Duration::from_secs(15)).await;
     }
 }
 

@@ -155,6 +155,27 @@ async fn recv_signal(sig: std::io::Result<tokio::signal::unix::Signal>, name: &s
     }
 }
 
+/// Stops child processes gracefully: SIGTERM to all, then up to `grace`
+/// for each to exit before it is killed.
+pub async fn terminate_children(
+    children: &mut [tokio::process::Child],
+    grace: std::time::Duration,
+) {
+    for c in children.iter() {
+        if let Some(pid) = c.id() {
+            // SAFETY: kill(2) on a pid we spawned and have not reaped yet.
+            unsafe {
+                libc::kill(pid as i32, libc::SIGTERM);
+            }
+        }
+    }
+    for c in children.iter_mut() {
+        if tokio::time::timeout(grace, c.wait()).await.is_err() {
+            let _ = c.kill().await;
+        }
+    }
+}
+
 /// Runs `count` worker loops and one sweeper until `shutdown` fires. A loop
 /// that fails cancels `shutdown`, so the whole process stops with it.
 pub async fn run_worker_loops(

@@ -68,23 +68,9 @@ impl Agents {
         Ok(Agents { children })
     }
 
+    /// SIGTERM: each agent stops its processes and exits.
     async fn stop(mut self) {
-        for c in &self.children {
-            if let Some(pid) = c.id() {
-                // SIGTERM: the agent stops its processes and exits.
-                unsafe {
-                    libc::kill(pid as i32, libc::SIGTERM);
-                }
-            }
-        }
-        for c in &mut self.children {
-            if tokio::time::timeout(Duration::from_secs(15), c.wait())
-                .await
-                .is_err()
-            {
-                let _ = c.kill().await;
-            }
-        }
+        crate::cli::terminate_children(&mut self.children, Duration::from_secs(15)).await;
     }
 }
 

@@ -6,6 +6,7 @@ mod status;
 pub mod transitions;
 
 pub use context::{Context, ContextConflict};
+pub(crate) use status::string_enum;
 pub use status::{SubtaskOperation, SubtaskStatus, TaskOperation, TaskStatus, TaskType};
 
 use serde::{Deserialize, Serialize};

@@ -4,61 +4,12 @@
 
 use super::Result;
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
 use sqlx::postgres::PgRow;
 use sqlx::{FromRow, PgConnection, PgExecutor, Row};
-use std::fmt;
-use std::str::FromStr;
 
-/// An upper-case status stored as text, with the same API as the model's
-/// statuses: `as_str`, `FromStr` naming the choices, serde and a schema.
-macro_rules! inventory_status {
-    ($(#[$doc:meta])* $name:ident { $($variant:ident => $text:literal),+ $(,)? }) => {
-        $(#[$doc])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
-        pub enum $name {
-            $(#[serde(rename = $text)] $variant),+
-        }
+use crate::model::string_enum;
 
-        impl $name {
-            pub const ALL: &'static [$name] = &[$($name::$variant),+];
-
-            pub fn as_str(self) -> &'static str {
-                match self { $($name::$variant => $text),+ }
-            }
-        }
-
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(self.as_str())
-            }
-        }
-
-        impl TryFrom<String> for $name {
-            type Error = String;
-            fn try_from(s: String) -> std::result::Result<Self, String> {
-                s.parse()
-            }
-        }
-
-        impl FromStr for $name {
-            type Err = String;
-            fn from_str(s: &str) -> std::result::Result<Self, String> {
-                match s {
-                    $($text => Ok($name::$variant),)+
-                    other => Err(format!(
-                        "unknown {} {:?}; expected one of {}",
-                        stringify!($name),
-                        other,
-                        [$($text),+].join(", ")
-                    )),
-                }
-            }
-        }
-    };
-}
-
-inventory_status!(
+string_enum!(
     /// Last known state of a host's agent.
     AgentStatus {
         Online => "ONLINE",
@@ -68,7 +19,7 @@ inventory_status!(
     }
 );
 
-inventory_status!(
+string_enum!(
     /// State of an OceanBase cluster.
     ClusterStatus {
         Running => "RUNNING",
@@ -80,7 +31,7 @@ inventory_status!(
     }
 );
 
-inventory_status!(
+string_enum!(
     /// State of a zone.
     ZoneStatus {
         Running => "RUNNING",
@@ -89,7 +40,7 @@ inventory_status!(
     }
 );
 
-inventory_status!(
+string_enum!(
     /// State of an OBServer.
     ServerStatus {
         Running => "RUNNING",
