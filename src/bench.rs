@@ -24,11 +24,11 @@ pub struct BenchArgs {
     )]
     pub database_url: String,
 
-    /// Scenarios to run, comma-separated: flat, dag, latency, pgbench.
+    /// Scenarios to run, comma-separated: flat, dag, latency, api, pgbench.
     #[arg(
         long,
         env = "TASKD_BENCH_SCENARIOS",
-        default_value = "flat,dag,latency,pgbench"
+        default_value = "flat,dag,latency,api,pgbench"
     )]
     pub scenarios: String,
 

@@ -169,6 +169,14 @@ fn run_end(cfg: &EngineConfig, f: &Finished) -> Option<RunEnd> {
     })
 }
 
+/// A node's input: the merge of its upstreams' contexts (the task's context
+/// for a root), with the node's own parallel split index.
+pub(crate) fn input_of(mut merged: Context, parallel_idx: i32) -> Context {
+    merged.parallel = parallel_idx >= 0;
+    merged.parallel_idx = parallel_idx;
+    merged
+}
+
 /// After any change to RUNNING tasks' subtasks: fill free concurrency slots
 /// with subtasks whose upstreams are done, then settle each task that has
 /// nothing left to run. Returns true when subtasks became READY.
@@ -252,11 +260,9 @@ async fn promote(
         };
         let entry = per_task.entry(w.task_id).or_default();
         match merged {
-            Ok(mut ctx) => {
-                ctx.parallel = w.parallel_idx >= 0;
-                ctx.parallel_idx = w.parallel_idx;
+            Ok(ctx) => {
                 ready_ids.push(w.id);
-                ready_ctx.push(ctx);
+                ready_ctx.push(input_of(ctx, w.parallel_idx));
                 entry.0 += 1;
             }
             Err(conflict) => {

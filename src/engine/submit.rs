@@ -1,9 +1,9 @@
 //! Submitting a task: validate the DAG, then insert the task, its subtasks
 //! and edges and mark the roots READY, all in one transaction.
 
-use super::{finish::after_change, Error, Result};
+use super::{finish::input_of, Error, Result};
 use crate::dag::{self, DagSpec};
-use crate::model::TaskId;
+use crate::model::{Context, TaskId};
 use crate::store::{self, task::NewTask};
 use sqlx::PgPool;
 
@@ -55,16 +55,25 @@ pub async fn submit(pool: &PgPool, task: &NewTask, spec: &DagSpec) -> Result<Sub
     }
 }
 
+/// Inserts the task with its roots already READY (the first
+/// `max_concurrency` of them, in series order, the rest waiting for a slot),
+/// so a submit is three statements and a notify.
 async fn insert(pool: &PgPool, task: &NewTask, plan: &dag::Plan) -> Result<TaskId> {
+    let mut slots = task.max_concurrency.max(0) as usize;
+    let ready: Vec<Option<Context>> = plan
+        .nodes
+        .iter()
+        .map(|n| {
+            (n.upstreams.is_empty() && slots > 0).then(|| {
+                slots -= 1;
+                input_of(task.context.clone(), n.parallel_idx)
+            })
+        })
+        .collect();
     let mut tx = pool.begin().await?;
     let id = store::task::insert(&mut tx, task).await?;
-    store::subtask::insert_plan(&mut tx, id, plan).await?;
-    let mut row = store::task::get(&mut *tx, id)
-        .await?
-        .ok_or_else(|| Error::NotFound(format!("task {id}")))?;
-    if after_change(&mut tx, std::slice::from_mut(&mut row)).await? {
-        store::notify_ready(&mut tx).await?;
-    }
+    store::subtask::insert_plan(&mut tx, id, plan, &ready).await?;
+    store::notify_ready(&mut tx).await?;
     tx.commit().await?;
     tracing::info!(task_id = id.0, name = %task.name, trace_id = %task.trace_id, "task submitted");
     Ok(id)

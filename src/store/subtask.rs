@@ -44,9 +44,15 @@ const COLUMNS: &str = "id, task_id, series_id, name, description, class_name, no
      pending_upstreams, pending_downstreams, context, executor, run_after, lease_expires_at, \
      start_time, finish_time, error";
 
-/// Inserts a planned DAG as PENDING subtasks and its edges; returns the
-/// subtask ids in plan order (series id order).
-pub async fn insert_plan(conn: &mut PgConnection, task: TaskId, plan: &Plan) -> Result<Vec<i64>> {
+/// Inserts a planned DAG and its edges; returns the subtask ids in plan
+/// order (series id order). A node with an input in `ready` starts READY
+/// with that context, every other one PENDING.
+pub async fn insert_plan(
+    conn: &mut PgConnection,
+    task: TaskId,
+    plan: &Plan,
+    ready: &[Option<Context>],
+) -> Result<Vec<i64>> {
     let n = plan.nodes.len();
     let mut series = Vec::with_capacity(n);
     let mut names = Vec::with_capacity(n);
@@ -57,7 +63,12 @@ pub async fn insert_plan(conn: &mut PgConnection, task: TaskId, plan: &Plan) -> 
     let mut parallel = Vec::with_capacity(n);
     let mut prohibit = Vec::with_capacity(n);
     let mut pending = Vec::with_capacity(n);
+    let mut statuses = Vec::with_capacity(n);
+    let mut contexts = Vec::with_capacity(n);
     for (i, node) in plan.nodes.iter().enumerate() {
+        let input = ready.get(i).and_then(Option::as_ref);
+        statuses.push(if input.is_some() { "READY" } else { "PENDING" });
+        contexts.push(input.map(Json));
         series.push(i as i32);
         names.push(node.spec.name.clone());
         descriptions.push(node.spec.description.clone());
@@ -70,10 +81,13 @@ pub async fn insert_plan(conn: &mut PgConnection, task: TaskId, plan: &Plan) -> 
     }
     let ids: Vec<i64> = sqlx::query_scalar(
         "insert into subtask_instance (task_id, series_id, name, description, class_name, status, \
-             operation, timeout_s, retry_limit, parallel_idx, prohibit_rollback, pending_upstreams) \
-         select $1, s, nm, d, c, 'PENDING', 'EXECUTE', t, r, p, pr, pu \
+             operation, timeout_s, retry_limit, parallel_idx, prohibit_rollback, pending_upstreams, \
+             context, run_after) \
+         select $1, s, nm, d, c, st, 'EXECUTE', t, r, p, pr, pu, ctx, \
+             case when st = 'READY' then clock_timestamp() end \
          from unnest($2::int[], $3::text[], $4::text[], $5::text[], $6::int[], $7::int[], \
-                     $8::int[], $9::bool[], $10::int[]) as v(s, nm, d, c, t, r, p, pr, pu) \
+                     $8::int[], $9::bool[], $10::int[], $11::text[], $12::jsonb[]) \
+              as v(s, nm, d, c, t, r, p, pr, pu, st, ctx) \
          order by s \
          returning id",
     )
@@ -87,6 +101,8 @@ pub async fn insert_plan(conn: &mut PgConnection, task: TaskId, plan: &Plan) -> 
     .bind(&parallel)
     .bind(&prohibit)
     .bind(&pending)
+    .bind(&statuses)
+    .bind(&contexts)
     .fetch_all(&mut *conn)
     .await?;
     // `returning` follows the insert order, which `order by s` fixes.
