@@ -1,7 +1,7 @@
 //! The command line: subcommands, their flags, and what each one runs.
 
 use crate::config::{AgentArgs, DbArgs, EngineArgs, ServeArgs, StandinArgs};
-use crate::{actions::Registry, db, engine, http};
+use crate::{actions::Registry, auth, db, engine, http};
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
 use tokio_util::sync::CancellationToken;
@@ -195,15 +195,42 @@ pub fn advertised_address(addr: std::net::SocketAddr) -> String {
     }
 }
 
-/// `taskd serve`: migrations, the API and (unless 0) the worker loops, all
-/// stopped by one token on SIGTERM or Ctrl-C, or when any of them fails.
+/// Creates the first admin when `--admin-user` and `--admin-password` say
+/// so, and warns when nobody could log in.
+async fn bootstrap_users(
+    pool: &sqlx::PgPool,
+    args: &crate::config::AuthArgs,
+) -> anyhow::Result<()> {
+    match args.admin() {
+        Some((name, password)) => auth::ensure_admin(pool, name, password)
+            .await
+            .with_context(|| format!("cannot create the admin user {name:?}"))?,
+        None if args.admin_password.is_some() => {
+            tracing::warn!("TASKD_ADMIN_PASSWORD is set without TASKD_ADMIN_USER; ignored")
+        }
+        None => {}
+    }
+    if auth::users::count_users(pool).await? == 0 {
+        tracing::warn!(
+            "no user exists, so every API request will be refused: set TASKD_ADMIN_USER and \
+             TASKD_ADMIN_PASSWORD, or run `taskd user add`"
+        );
+    }
+    Ok(())
+}
+
+/// `taskd serve`: migrations, the first admin, the API and (unless 0) the
+/// worker loops, all stopped by one token on SIGTERM or Ctrl-C, or when any
+/// of them fails.
 async fn serve(db: DbArgs, engine: EngineArgs, serve: ServeArgs) -> anyhow::Result<()> {
     db::migrate(&db.database_url).await?;
     let pool = db::connect(&db.database_url, db.db_max_connections).await?;
+    bootstrap_users(&pool, &serve.auth).await?;
     let listener = tokio::net::TcpListener::bind(&serve.listen)
         .await
         .with_context(|| format!("cannot listen on {}", serve.listen))?;
-    let state = http::AppState::new(pool.clone(), advertised_address(listener.local_addr()?));
+    let state = http::AppState::new(pool.clone(), advertised_address(listener.local_addr()?))
+        .with_auth_config(serve.auth.to_config());
     let shutdown = shutdown_token();
     let server = {
         let shutdown = shutdown.clone();

@@ -8,6 +8,7 @@ mod support;
 
 mod agent;
 mod app;
+mod auth;
 mod deploy;
 mod engine;
 mod http_api;
