@@ -150,6 +150,54 @@ impl AuthArgs {
     }
 }
 
+/// A user to create with `taskd user add`.
+#[derive(Debug, Clone, Args)]
+pub struct UserAddArgs {
+    /// The user's name (letters, digits, ".", "_", "@", "-").
+    #[arg(long, env = "TASKD_USER_NAME")]
+    pub name: String,
+
+    #[command(flatten)]
+    pub password: PasswordArgs,
+
+    /// A role: ADMIN, CLUSTER_MANAGER, HOST_MANAGER, TASK_VIEWER or
+    /// TASK_MANAGER; `CLUSTER_MANAGER:1,2` limits it to clusters 1 and 2.
+    /// Repeat the flag (or separate with spaces) for several roles.
+    #[arg(
+        long = "role",
+        env = "TASKD_USER_ROLES",
+        value_name = "ROLE",
+        required = true,
+        value_delimiter = ' '
+    )]
+    pub roles: Vec<crate::auth::RoleGrant>,
+}
+
+/// A user whose password `taskd user passwd` sets.
+#[derive(Debug, Clone, Args)]
+pub struct UserPasswdArgs {
+    /// The user's name.
+    #[arg(long, env = "TASKD_USER_NAME")]
+    pub name: String,
+
+    #[command(flatten)]
+    pub password: PasswordArgs,
+}
+
+/// Where a user's password comes from: standard input or a flag.
+#[derive(Debug, Clone, Args)]
+pub struct PasswordArgs {
+    /// Read the password from standard input (one trailing newline is
+    /// dropped).
+    #[arg(long, env = "TASKD_USER_PASSWORD_STDIN")]
+    pub password_stdin: bool,
+
+    /// The password (prefer `--password-stdin` or the environment
+    /// variable: a command line is visible to other local users).
+    #[arg(long, env = "TASKD_USER_PASSWORD", hide_env_values = true)]
+    pub password: Option<String>,
+}
+
 /// How the reference agent (`taskd agent`) runs.
 #[derive(Debug, Clone, Args)]
 pub struct AgentArgs {

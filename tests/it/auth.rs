@@ -4,17 +4,18 @@
 //! cluster-limited managers, the creator of tasks, the probes and
 //! `/metrics`, the failed-login throttle, the timing of unknown users,
 //! user management over the API, credentials kept out of the logs, and the
-//! `taskd serve` bootstrap of the first admin as a real process.
+//! `taskd user` and `taskd serve` bootstrap commands as real processes.
 
 use crate::app::{client_for, creds, Answer, TestApp, ADMIN};
 use crate::http_api::{method_of, ROUTES};
 use crate::support::{wait_for, TestDb};
 use reqwest::Method;
 use serde_json::{json, Value};
+use std::io::Write as _;
 use std::net::IpAddr;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-use taskd::auth::{AuthConfig, Credentials, Role};
+use taskd::auth::{AuthConfig, Authenticator, Credentials, Role};
 
 /// Routes that need no credentials (by default).
 const OPEN: &[&str] = &["/healthz", "/readyz", "/metrics"];
@@ -746,6 +747,191 @@ async fn admins_manage_users_and_roles_without_ever_seeing_a_password() {
 }
 
 // ---------------------------------------------------------------- commands
+
+/// Runs `taskd` with these arguments, environment and standard input;
+/// returns (success, stdout, stderr).
+fn taskd(args: &[&str], env: &[(&str, &str)], stdin: &str) -> (bool, String, String) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_taskd"));
+    cmd.args(args)
+        .env_remove("TASKD_USER_PASSWORD")
+        .env_remove("TASKD_USER_ROLES")
+        .env_remove("TASKD_USER_NAME")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("run taskd");
+    if let Some(mut input) = child.stdin.take() {
+        // A command that fails before reading its input may have closed it.
+        let _ = input.write_all(stdin.as_bytes());
+    }
+    let out = child.wait_with_output().expect("taskd ends");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+async fn verify(db: &TestDb, c: &Credentials) -> taskd::auth::Result<taskd::auth::Principal> {
+    let auth = Authenticator::new(db.pool.clone(), lenient());
+    auth.verify(c, IpAddr::from([127, 0, 0, 1])).await
+}
+
+#[tokio::test]
+async fn taskd_user_add_and_passwd_work_against_the_database() {
+    let db = TestDb::new().await;
+    let url = db.url.as_str();
+    let env = [("DATABASE_URL", url)];
+
+    // From standard input, with several roles.
+    let (ok, out, err) = taskd(
+        &[
+            "user",
+            "add",
+            "--name",
+            "root",
+            "--password-stdin",
+            "--role",
+            "ADMIN",
+        ],
+        &env,
+        "root-password-1\n",
+    );
+    assert!(ok, "{out}\n{err}");
+    assert!(out.contains("added user \"root\""), "{out}");
+    assert_eq!(out.lines().count(), 1, "one line: {out}");
+    let root = verify(&db, &creds("root", "root-password-1"))
+        .await
+        .expect("the password without its newline");
+    assert!(root.has_role(Role::Admin));
+
+    // From the environment, roles separated by spaces.
+    let (ok, out, err) = taskd(
+        &["user", "add"],
+        &[
+            ("DATABASE_URL", url),
+            ("TASKD_USER_NAME", "viewer"),
+            ("TASKD_USER_PASSWORD", "viewer-password"),
+            ("TASKD_USER_ROLES", "TASK_VIEWER TASK_MANAGER"),
+        ],
+        "",
+    );
+    assert!(ok, "{out}\n{err}");
+    let viewer = verify(&db, &creds("viewer", "viewer-password"))
+        .await
+        .expect("verified");
+    assert!(viewer.has_role(Role::TaskViewer) && viewer.has_role(Role::TaskManager));
+    assert!(!viewer.has_role(Role::Admin));
+    assert!(!err.contains("viewer-password") && !out.contains("viewer-password"));
+
+    // Refusals: an existing name, a short password, no password, both
+    // sources, an unknown role, an unknown cluster.
+    let refused: &[(&[&str], &str, &str)] = &[
+        (
+            &[
+                "--name",
+                "root",
+                "--password",
+                "other-password",
+                "--role",
+                "ADMIN",
+            ],
+            "",
+            "already exists",
+        ),
+        (
+            &["--name", "eve", "--password", "short", "--role", "ADMIN"],
+            "",
+            "at least 8",
+        ),
+        (
+            &["--name", "eve", "--role", "ADMIN"],
+            "",
+            "--password-stdin",
+        ),
+        (
+            &[
+                "--name",
+                "eve",
+                "--password",
+                "eve-password",
+                "--password-stdin",
+                "--role",
+                "ADMIN",
+            ],
+            "eve-password\n",
+            "not both",
+        ),
+        (
+            &[
+                "--name",
+                "eve",
+                "--password",
+                "eve-password",
+                "--role",
+                "ROOT",
+            ],
+            "",
+            "unknown role",
+        ),
+        (
+            &[
+                "--name",
+                "eve",
+                "--password",
+                "eve-password",
+                "--role",
+                "CLUSTER_MANAGER:42",
+            ],
+            "",
+            "no cluster has id 42",
+        ),
+    ];
+    for (args, stdin, message) in refused {
+        let mut all = vec!["user", "add"];
+        all.extend_from_slice(args);
+        let (ok, out, err) = taskd(&all, &env, stdin);
+        assert!(!ok, "{args:?} must fail: {out}");
+        assert!(err.contains(message), "{args:?}: {err}");
+        assert!(
+            !err.contains("other-password") && !err.contains("eve-password"),
+            "{err}"
+        );
+    }
+    let users: i64 = sqlx::query_scalar("select count(*) from iam_user")
+        .fetch_one(&db.pool)
+        .await
+        .expect("count");
+    assert_eq!(users, 2);
+
+    // passwd: the new password works, the old one does not.
+    let (ok, out, err) = taskd(
+        &["user", "passwd", "--name", "root", "--password-stdin"],
+        &env,
+        "root-password-2\r\n",
+    );
+    assert!(ok, "{out}\n{err}");
+    assert!(verify(&db, &creds("root", "root-password-2")).await.is_ok());
+    assert!(verify(&db, &creds("root", "root-password-1"))
+        .await
+        .is_err());
+    let (ok, _, err) = taskd(
+        &[
+            "user",
+            "passwd",
+            "--name",
+            "nobody",
+            "--password",
+            "some-password",
+        ],
+        &env,
+        "",
+    );
+    assert!(!ok && err.contains("does not exist"), "{err}");
+}
 
 /// `taskd serve` as a real process on a free port, logging JSON at
 /// `RUST_LOG` to a pipe that a thread keeps reading.
