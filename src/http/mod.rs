@@ -92,7 +92,11 @@ pub fn router(state: AppState) -> Router {
     } else {
         health::metrics_routes()
     };
+    // The 405 fallback goes on before the layer, so that a wrong method on
+    // an API route is refused only after authentication too (layered()
+    // leaves a fallback already set as it is).
     let routes = api_routes()
+        .method_not_allowed_fallback(error::method_not_allowed)
         .layer(authenticate())
         .merge(health::routes())
         .merge(metrics);

@@ -104,6 +104,18 @@ async fn every_route_refuses_anonymous_callers_and_wrong_passwords() {
         .await
         .expect("count users");
     assert_eq!(users, 1, "only the admin");
+    // A wrong method on an API route is not answered before the caller is
+    // known; only a path that is no route at all is a plain 404.
+    let a = app
+        .request_as(None, Method::DELETE, "/api/v2/tasks/instances")
+        .await;
+    assert_challenge(&a, "anonymous DELETE /api/v2/tasks/instances");
+    app.request(Method::DELETE, "/api/v2/tasks/instances")
+        .await
+        .assert_error(405, "METHOD_NOT_ALLOWED");
+    app.request_as(None, Method::GET, "/no/such/route")
+        .await
+        .assert_error(404, "NOT_FOUND");
     // The admin itself is let through everywhere (not 401, not 403).
     for (method, path) in protected() {
         let a = app.request(method.clone(), &concrete(path)).await;
