@@ -387,6 +387,8 @@ async fn api_inventory(pool: &PgPool, n: usize) -> anyhow::Result<(i64, Vec<i64>
 async fn api_scenario(args: &BenchArgs, pool: &PgPool) -> anyhow::Result<Value> {
     let n = (args.api_rate * args.api_seconds) as usize;
     let (cluster, servers) = api_inventory(pool, n.max(1)).await?;
+    let password = crate::auth::generate_password();
+    crate::auth::ensure_admin(pool, "bench", &password).await?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let state = crate::http::AppState::new(pool.clone(), addr.to_string());
@@ -399,10 +401,12 @@ async fn api_scenario(args: &BenchArgs, pool: &PgPool) -> anyhow::Result<Value> 
     for server_id in servers {
         let url = format!("http://{addr}/api/v2/ob/clusters/{cluster}/servers/{server_id}/restart");
         let client = client.clone();
+        let password = password.clone();
         calls.spawn(async move {
             let t = Instant::now();
             let status = client
                 .post(&url)
+                .basic_auth("bench", Some(&password))
                 .send()
                 .await
                 .map(|r| r.status().as_u16())

@@ -1,7 +1,10 @@
 //! The command line: subcommands, their flags, and what each one runs.
 
-use crate::config::{AgentArgs, DbArgs, EngineArgs, ServeArgs, StandinArgs};
-use crate::{actions::Registry, db, engine, http};
+use crate::config::{
+    AgentArgs, DbArgs, EngineArgs, PasswordArgs, ServeArgs, StandinArgs, UserAddArgs,
+    UserPasswdArgs,
+};
+use crate::{actions::Registry, auth, db, engine, http};
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
 use tokio_util::sync::CancellationToken;
@@ -72,6 +75,12 @@ pub enum Command {
         #[command(flatten)]
         engine: EngineArgs,
     },
+    /// Manage the API's users directly in the database (the first admin, a
+    /// lost password); the REST API under /api/v2/iam does the rest.
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
     /// Run the reference host agent: an HTTP server that runs this host's
     /// observer, pos proxy and agent processes as real OS processes.
     Agent {
@@ -87,11 +96,31 @@ pub enum Command {
     },
 }
 
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Create a user with its roles (applies the migrations first).
+    Add {
+        #[command(flatten)]
+        db: DbArgs,
+        #[command(flatten)]
+        user: UserAddArgs,
+    },
+    /// Set a user's password.
+    Passwd {
+        #[command(flatten)]
+        db: DbArgs,
+        #[command(flatten)]
+        user: UserPasswdArgs,
+    },
+}
+
 /// Sets up logging: RUST_LOG filters (default `info`, `warn` for the bench
-/// so that logging does not weigh on its figures).
+/// and the user commands).
 pub fn init_tracing(cli: &Cli) {
     let default = match cli.command {
-        Command::Bench { .. } => "warn",
+        // The bench: so that logging does not weigh on its figures; user
+        // commands: so that standard output is their one line.
+        Command::Bench { .. } | Command::User { .. } => "warn",
         _ => "info",
     };
     let format = cli.log_format;
@@ -228,11 +257,37 @@ pub fn advertised_address(addr: std::net::SocketAddr) -> String {
     }
 }
 
-/// `taskd serve`: migrations, the API and (unless 0) the worker loops, all
-/// stopped by one token on SIGTERM or Ctrl-C, or when any of them fails.
+/// Creates the first admin when `--admin-user` and `--admin-password` say
+/// so, and warns when nobody could log in.
+async fn bootstrap_users(
+    pool: &sqlx::PgPool,
+    args: &crate::config::AuthArgs,
+) -> anyhow::Result<()> {
+    match args.admin() {
+        Some((name, password)) => auth::ensure_admin(pool, name, password)
+            .await
+            .with_context(|| format!("cannot create the admin user {name:?}"))?,
+        None if args.admin_password.is_some() => {
+            tracing::warn!("TASKD_ADMIN_PASSWORD is set without TASKD_ADMIN_USER; ignored")
+        }
+        None => {}
+    }
+    if auth::users::count_users(pool).await? == 0 {
+        tracing::warn!(
+            "no user exists, so every API request will be refused: set TASKD_ADMIN_USER and \
+             TASKD_ADMIN_PASSWORD, or run `taskd user add`"
+        );
+    }
+    Ok(())
+}
+
+/// `taskd serve`: migrations, the first admin, the API and (unless 0) the
+/// worker loops, all stopped by one token on SIGTERM or Ctrl-C, or when any
+/// of them fails.
 async fn serve(db: DbArgs, engine: EngineArgs, serve: ServeArgs) -> anyhow::Result<()> {
     db::migrate(&db.database_url).await?;
     let pool = db::connect(&db.database_url, db.db_max_connections).await?;
+    bootstrap_users(&pool, &serve.auth).await?;
     let listener = tokio::net::TcpListener::bind(&serve.listen)
         .await
         .with_context(|| format!("cannot listen on {}", serve.listen))?;
@@ -247,7 +302,8 @@ pub async fn serve_with(
     serve: ServeArgs,
     listener: tokio::net::TcpListener,
 ) -> anyhow::Result<()> {
-    let state = http::AppState::new(pool.clone(), advertised_address(listener.local_addr()?));
+    let state = http::AppState::new(pool.clone(), advertised_address(listener.local_addr()?))
+        .with_auth_config(serve.auth.to_config());
     let shutdown = shutdown_token();
     let server = {
         let shutdown = shutdown.clone();
@@ -280,6 +336,70 @@ pub async fn serve_with(
     Ok(())
 }
 
+/// The password of `taskd user add` and `passwd`: from standard input
+/// (without its trailing newline) or from `--password`, not both.
+fn read_password(args: &PasswordArgs) -> anyhow::Result<String> {
+    match (args.password_stdin, &args.password) {
+        (true, Some(_)) => {
+            anyhow::bail!("give --password-stdin or --password (TASKD_USER_PASSWORD), not both")
+        }
+        (true, None) => {
+            let mut text = String::new();
+            std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)
+                .context("cannot read the password from standard input")?;
+            let password = text
+                .strip_suffix('\n')
+                .map(|t| t.strip_suffix('\r').unwrap_or(t))
+                .unwrap_or(&text);
+            Ok(password.to_string())
+        }
+        (false, Some(p)) => Ok(p.clone()),
+        (false, None) => {
+            anyhow::bail!(
+                "give the password with --password-stdin or --password (TASKD_USER_PASSWORD)"
+            )
+        }
+    }
+}
+
+/// `taskd user add` and `taskd user passwd`; one line on standard output
+/// says what was done.
+async fn user(command: UserCommand) -> anyhow::Result<()> {
+    match command {
+        UserCommand::Add { db, user } => {
+            let password = read_password(&user.password)?;
+            db::migrate(&db.database_url).await?;
+            let pool = db::connect(&db.database_url, 2).await?;
+            let new = auth::NewUser {
+                name: user.name.clone(),
+                password,
+                roles: user.roles.clone(),
+            };
+            let added = auth::users::add_user(&pool, &new).await;
+            pool.close().await;
+            let added = added.with_context(|| format!("cannot add user {:?}", user.name))?;
+            let roles: Vec<String> = added.roles.iter().map(ToString::to_string).collect();
+            println!(
+                "added user {:?} (id {}) with roles {}",
+                added.name,
+                added.id,
+                roles.join(" ")
+            );
+            Ok(())
+        }
+        UserCommand::Passwd { db, user } => {
+            let password = read_password(&user.password)?;
+            db::migrate(&db.database_url).await?;
+            let pool = db::connect(&db.database_url, 2).await?;
+            let set = auth::users::set_password_by_name(&pool, &user.name, &password).await;
+            pool.close().await;
+            set.with_context(|| format!("cannot set the password of user {:?}", user.name))?;
+            println!("password of user {:?} set", user.name);
+            Ok(())
+        }
+    }
+}
+
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Migrate { db } => {
@@ -305,6 +425,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let shutdown = shutdown_token();
             run_worker_loops(pool, engine.to_config(), Registry::standard(), 1, shutdown).await
         }
+        Command::User { command } => user(command).await,
         Command::Agent { agent } => {
             let listener = tokio::net::TcpListener::bind(agent.listen)
                 .await

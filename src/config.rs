@@ -86,6 +86,116 @@ pub struct ServeArgs {
     /// sweeper runs too when this is above 0. 0 makes an API-only replica.
     #[arg(long, env = "TASKD_WORKERS", default_value_t = 1)]
     pub workers: usize,
+
+    #[command(flatten)]
+    pub auth: AuthArgs,
+}
+
+/// Authentication of the HTTP API and its first admin.
+#[derive(Debug, Clone, Args)]
+pub struct AuthArgs {
+    /// Name of the first admin: created on start (with the ADMIN role and
+    /// `--admin-password`) when no user has this name; an existing user is
+    /// left as it is. Needs `--admin-password`.
+    #[arg(long, env = "TASKD_ADMIN_USER", requires = "admin_password")]
+    pub admin_user: Option<String>,
+
+    /// Password of the first admin (prefer the environment variable: a
+    /// command line is visible to other local users). There is no default
+    /// password.
+    #[arg(long, env = "TASKD_ADMIN_PASSWORD", hide_env_values = true)]
+    pub admin_password: Option<String>,
+
+    /// Make `/metrics` need an authenticated user (any role); open
+    /// otherwise.
+    #[arg(long, env = "TASKD_METRICS_AUTH")]
+    pub metrics_auth: bool,
+
+    /// How long a verified user name and password are remembered in memory
+    /// (as a salted SHA-256), sparing argon2 on the next requests, in
+    /// seconds; 0 verifies every request.
+    #[arg(long, env = "TASKD_AUTH_CACHE_TTL_SECS", default_value_t = 60)]
+    pub auth_cache_ttl_secs: u64,
+
+    /// Failed logins one client IP may make within the window before its
+    /// attempts get 429 until the window closes.
+    #[arg(long, env = "TASKD_LOGIN_MAX_FAILURES", default_value_t = 5,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub login_max_failures: u32,
+
+    /// The failed-login window, opened by a client's first failure, in
+    /// seconds.
+    #[arg(long, env = "TASKD_LOGIN_WINDOW_SECS", default_value_t = 60,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub login_window_secs: u64,
+}
+
+impl AuthArgs {
+    pub fn to_config(&self) -> crate::auth::AuthConfig {
+        crate::auth::AuthConfig {
+            metrics_auth: self.metrics_auth,
+            cache_ttl: Duration::from_secs(self.auth_cache_ttl_secs),
+            max_failures: self.login_max_failures,
+            failure_window: Duration::from_secs(self.login_window_secs),
+            ..crate::auth::AuthConfig::default()
+        }
+    }
+
+    /// The first admin's name and password, when both are given.
+    pub fn admin(&self) -> Option<(&str, &str)> {
+        match (&self.admin_user, &self.admin_password) {
+            (Some(u), Some(p)) if !u.is_empty() => Some((u, p)),
+            _ => None,
+        }
+    }
+}
+
+/// A user to create with `taskd user add`.
+#[derive(Debug, Clone, Args)]
+pub struct UserAddArgs {
+    /// The user's name (letters, digits, ".", "_", "@", "-").
+    #[arg(long, env = "TASKD_USER_NAME")]
+    pub name: String,
+
+    #[command(flatten)]
+    pub password: PasswordArgs,
+
+    /// A role: ADMIN, CLUSTER_MANAGER, HOST_MANAGER, TASK_VIEWER or
+    /// TASK_MANAGER; `CLUSTER_MANAGER:1,2` limits it to clusters 1 and 2.
+    /// Repeat the flag (or separate with spaces) for several roles.
+    #[arg(
+        long = "role",
+        env = "TASKD_USER_ROLES",
+        value_name = "ROLE",
+        required = true,
+        value_delimiter = ' '
+    )]
+    pub roles: Vec<crate::auth::RoleGrant>,
+}
+
+/// A user whose password `taskd user passwd` sets.
+#[derive(Debug, Clone, Args)]
+pub struct UserPasswdArgs {
+    /// The user's name.
+    #[arg(long, env = "TASKD_USER_NAME")]
+    pub name: String,
+
+    #[command(flatten)]
+    pub password: PasswordArgs,
+}
+
+/// Where a user's password comes from: standard input or a flag.
+#[derive(Debug, Clone, Args)]
+pub struct PasswordArgs {
+    /// Read the password from standard input (one trailing newline is
+    /// dropped).
+    #[arg(long, env = "TASKD_USER_PASSWORD_STDIN")]
+    pub password_stdin: bool,
+
+    /// The password (prefer `--password-stdin` or the environment
+    /// variable: a command line is visible to other local users).
+    #[arg(long, env = "TASKD_USER_PASSWORD", hide_env_values = true)]
+    pub password: Option<String>,
 }
 
 /// How the reference agent (`taskd agent`) runs.

@@ -218,6 +218,7 @@ pub async fn run(
         None => std::env::temp_dir().join(format!("taskd-demo-{}", std::process::id())),
     };
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let (admin, password) = demo_admin(&pool, &serve.auth).await?;
     let (cluster, servers, hosts) = inventory(&pool, demo.agent_port).await?;
     let agents = Agents::start(&dir, demo.agent_port).await?;
     let http = reqwest::Client::new();
@@ -241,17 +242,35 @@ pub async fn run(
     println!("taskd demo is running at {base}");
     println!("  cluster `demo` (id {cluster}): servers {:?} on hosts {hosts:?}, agents on 127.0.0.2-4:{}", servers.iter().map(|s| s.0).collect::<Vec<_>>(), demo.agent_port);
     println!("  agent state and logs: {}", dir.display());
+    println!("  user: {admin}, password: {password}");
     println!();
     println!("Try:");
-    println!("  curl -s -X POST {base}/api/v2/ob/clusters/{cluster}/servers/{server}/restart");
+    println!("  curl -s -u {admin}:{password} -X POST {base}/api/v2/ob/clusters/{cluster}/servers/{server}/restart");
     println!("then watch it:");
-    println!("  curl -s '{base}/api/v2/tasks/instances?sort=id,desc&size=1'");
-    println!("  (agent restart: curl -s -X POST {base}/compute/hosts/{host}/agent/restart)");
+    println!("  curl -s -u {admin}:{password} '{base}/api/v2/tasks/instances?sort=id,desc&size=1'");
+    println!("  (agent restart: curl -s -u {admin}:{password} -X POST {base}/compute/hosts/{host}/agent/restart)");
     println!();
     println!("Ctrl-C stops the demo, its workers and its agents.");
     let outcome = crate::cli::serve_with(pool, engine, serve, listener).await;
     agents.stop().await;
     outcome
+}
+
+/// The demo's admin: from TASKD_ADMIN_USER / TASKD_ADMIN_PASSWORD when set,
+/// else `admin` with a new generated password (set even when `admin`
+/// exists from an earlier demo, so the printed password works).
+async fn demo_admin(
+    pool: &PgPool,
+    args: &crate::config::AuthArgs,
+) -> anyhow::Result<(String, String)> {
+    if let Some((name, password)) = args.admin() {
+        crate::auth::ensure_admin(pool, name, password).await?;
+        return Ok((name.to_string(), password.to_string()));
+    }
+    let password = crate::auth::generate_password();
+    crate::auth::ensure_admin(pool, "admin", &password).await?;
+    crate::auth::users::set_password_by_name(pool, "admin", &password).await?;
+    Ok(("admin".into(), password))
 }
 
 /// The URL without its password, for messages.

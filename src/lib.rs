@@ -19,11 +19,13 @@
 //! - [`engine`]: submit, worker loop, finisher, sweeper, user actions.
 //! - [`actions`]: the action registry and its actions.
 //! - [`agent`]: the host agent protocol, its client and the reference agent.
+//! - [`auth`]: users, roles and permissions, HTTP Basic authentication.
 //! - [`http`]: the REST API (operations, task management, inventory), OCP's
 //!   envelope, errors, OpenAPI document and health probes.
 
 pub mod actions;
 pub mod agent;
+pub mod auth;
 pub mod bench;
 pub mod cli;
 pub mod config;

@@ -214,6 +214,10 @@ pub(crate) async fn layer(State(state): State<AppState>, mut req: Request, next:
         trace_id = %trace_id,
         method = %req.method(),
         path = %req.uri().path(),
+        // Recorded by the auth middleware once the caller is known. No
+        // header is ever a field of this span: the credentials stay out of
+        // the logs.
+        user = tracing::field::Empty,
     );
     let route = req
         .extensions()

@@ -1,12 +1,14 @@
 //! The HTTP layer's error: the one error type that becomes a response. Maps
-//! engine refusals and store failures to OCP-style codes; 5xx details are
-//! logged with the trace id, never returned.
+//! engine refusals, authentication and permission refusals and store
+//! failures to OCP-style codes; 5xx details are logged with the trace id,
+//! never returned.
 
 use super::envelope::{payload_response, Payload};
+use crate::auth;
 use crate::engine;
 use crate::model::transitions::Refusal;
 use crate::store;
-use axum::http::StatusCode;
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -62,6 +64,11 @@ pub enum Error {
     Engine(#[from] engine::Error),
     #[error(transparent)]
     Store(#[from] store::Error),
+    /// An authentication, permission or user-management error: 401 (with
+    /// `WWW-Authenticate`), 403, 429 (with `Retry-After`), 400, 404, 409, or
+    /// 500 for a store or hashing failure.
+    #[error(transparent)]
+    Auth(#[from] auth::Error),
     /// A failure of the server itself: 500, details logged.
     #[error("{0}")]
     Internal(String),
@@ -100,12 +107,19 @@ pub mod code {
     pub const SERVER_STATE_INVALID: &str = "SERVER_STATE_INVALID";
     pub const AGENT_STATE_INVALID: &str = "AGENT_STATE_INVALID";
     pub const DUPLICATE: &str = "DUPLICATE";
+    pub const UNAUTHORIZED: &str = "UNAUTHORIZED";
+    pub const FORBIDDEN: &str = "FORBIDDEN";
+    pub const TOO_MANY_REQUESTS: &str = "TOO_MANY_REQUESTS";
+    pub const USER_NOT_FOUND: &str = "USER_NOT_FOUND";
 }
 
 /// The code of an error response that carries none of its own.
 pub fn code_for_status(status: StatusCode) -> &'static str {
     match status {
         StatusCode::NOT_FOUND => code::NOT_FOUND,
+        StatusCode::UNAUTHORIZED => code::UNAUTHORIZED,
+        StatusCode::FORBIDDEN => code::FORBIDDEN,
+        StatusCode::TOO_MANY_REQUESTS => code::TOO_MANY_REQUESTS,
         StatusCode::METHOD_NOT_ALLOWED => code::METHOD_NOT_ALLOWED,
         StatusCode::PAYLOAD_TOO_LARGE => code::PAYLOAD_TOO_LARGE,
         StatusCode::UNSUPPORTED_MEDIA_TYPE => code::UNSUPPORTED_MEDIA_TYPE,
@@ -199,6 +213,15 @@ impl Error {
                     StatusCode::INTERNAL_SERVER_ERROR
                 }
             },
+            Error::Auth(e) => match e {
+                auth::Error::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+                auth::Error::Forbidden(_) => StatusCode::FORBIDDEN,
+                auth::Error::Throttled { .. } => StatusCode::TOO_MANY_REQUESTS,
+                auth::Error::Invalid { .. } => StatusCode::BAD_REQUEST,
+                auth::Error::UserNotFound(_) => StatusCode::NOT_FOUND,
+                auth::Error::UserExists(_) | auth::Error::Conflict(_) => StatusCode::CONFLICT,
+                auth::Error::Hash(_) | auth::Error::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            },
             Error::Store(_) | Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -236,6 +259,18 @@ impl Error {
                 };
                 (code, message, None, Vec::new())
             }
+            Error::Auth(auth::Error::Invalid { field, message }) => {
+                // The rejected value is never echoed: it may be a password.
+                return Error::invalid("body", &field, serde_json::Value::Null, message).body();
+            }
+            Error::Auth(e) => {
+                let (code, target) = match &e {
+                    auth::Error::UserExists(_) => (code::DUPLICATE, Some("name".to_string())),
+                    auth::Error::UserNotFound(_) => (code::USER_NOT_FOUND, None),
+                    _ => (code_for_status(status), None),
+                };
+                (code, e.to_string(), target, Vec::new())
+            }
             other => (code_for_status(status), other.to_string(), None, Vec::new()),
         };
         ErrorBody {
@@ -260,7 +295,31 @@ pub fn refusal_code(r: &Refusal) -> &'static str {
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
         let status = self.status();
-        payload_response(status, Payload::Error(self.body()))
+        // The headers a 401 and a 429 must carry.
+        let extra = match &self {
+            Error::Auth(auth::Error::Unauthenticated(_)) => {
+                HeaderValue::from_str(&format!("Basic realm=\"{}\"", auth::REALM))
+                    .ok()
+                    .map(|v| (header::WWW_AUTHENTICATE, v))
+            }
+            Error::Auth(auth::Error::Throttled { retry_after }) => Some((
+                header::RETRY_AFTER,
+                HeaderValue::from(auth::retry_after_secs(*retry_after)),
+            )),
+            _ => None,
+        };
+        let mut resp = payload_response(status, Payload::Error(self.body()));
+        if let Some((name, value)) = extra {
+            resp.headers_mut().insert(name, value);
+        }
+        resp
+    }
+}
+
+/// Authentication refusals answer in the envelope like every other error.
+impl IntoResponse for auth::Error {
+    fn into_response(self) -> Response {
+        Error::from(self).into_response()
     }
 }
 

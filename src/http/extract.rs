@@ -1,6 +1,7 @@
 //! Request extractors whose every rejection is an envelope error naming the
 //! field at fault: JSON bodies, path and query parameters, the
-//! Idempotency-Key header, the request context and the caller.
+//! Idempotency-Key header, the request context and the caller (the
+//! authenticated user).
 
 use super::envelope::{new_trace_id, RequestCtx};
 use super::error::{code, Error, Result};
@@ -333,35 +334,11 @@ impl<S: Send + Sync> FromRequestParts<S> for RequestCtx {
     }
 }
 
-/// Who is calling. Until authentication arrives every caller is
-/// `anonymous`; the auth layer will put the authenticated `Caller` into the
-/// request's extensions, and this extractor returns it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Caller {
-    pub name: String,
-}
-
-impl Caller {
-    pub const ANONYMOUS: &'static str = "anonymous";
-
-    pub fn anonymous() -> Self {
-        Caller {
-            name: Self::ANONYMOUS.to_string(),
-        }
-    }
-}
-
-impl<S: Send + Sync> FromRequestParts<S> for Caller {
-    type Rejection = Error;
-
-    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self> {
-        Ok(parts
-            .extensions
-            .get::<Caller>()
-            .cloned()
-            .unwrap_or_else(Caller::anonymous))
-    }
-}
+/// Who is calling: the authenticated user, put into the request's
+/// extensions by the auth middleware that wraps every API route (see
+/// `auth::middleware`). Taken as an extractor; without an authenticated
+/// user it is a 401.
+pub use crate::auth::Principal as Caller;
 
 #[cfg(test)]
 mod tests {

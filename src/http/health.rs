@@ -1,6 +1,7 @@
 //! Liveness and readiness probes, outside authentication: `/healthz` says
 //! the process serves, `/readyz` that the database answers and every
-//! migration this binary knows is applied.
+//! migration this binary knows is applied. And `/metrics`, open unless the
+//! server is configured to authenticate it (see `http::router`).
 
 use super::envelope::{Envelope, ErrorEnvelope, Success};
 use super::error::{code, Error, Result};
@@ -16,15 +17,26 @@ pub(crate) fn routes() -> Router<AppState> {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
+}
+
+/// `/metrics`, apart so that the router can put authentication on it.
+pub(crate) fn metrics_routes() -> Router<AppState> {
+    Router::new().route("/metrics", get(metrics))
 }
 
 /// Prometheus metrics of this process, in the text exposition format.
+///
+/// Open by default; with `--metrics-auth` (`TASKD_METRICS_AUTH=true`) any
+/// authenticated user may read it and others get a 401.
 #[utoipa::path(
     get,
     path = "/metrics",
     tag = "health",
-    responses((status = 200, description = "Prometheus text format", content_type = "text/plain"))
+    security((), ("basic" = [])),
+    responses(
+        (status = 200, description = "Prometheus text format", content_type = "text/plain"),
+        (status = 401, description = "With --metrics-auth only: no or wrong credentials (UNAUTHORIZED)", body = ErrorEnvelope),
+    )
 )]
 pub async fn metrics() -> impl axum::response::IntoResponse {
     (
@@ -48,6 +60,7 @@ pub struct Health {
     get,
     path = "/healthz",
     tag = "health",
+    security(()),
     responses((status = 200, description = "Alive", body = Envelope<Health>))
 )]
 pub async fn healthz() -> Success<Health> {
@@ -61,6 +74,7 @@ pub async fn healthz() -> Success<Health> {
     get,
     path = "/readyz",
     tag = "health",
+    security(()),
     responses(
         (status = 200, description = "Ready", body = Envelope<Health>),
         (status = 503, description = "The database is unreachable or migrations are missing (SERVICE_UNAVAILABLE)", body = ErrorEnvelope),

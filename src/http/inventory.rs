@@ -7,6 +7,7 @@ use super::error::{code, Error, Result, SubError};
 use super::extract::{positive_id, ApiJson, ApiPath, ApiQuery, Validate};
 use super::tasks::page_params;
 use super::AppState;
+use crate::auth::{Permission, RequireExt};
 use crate::store;
 use crate::store::inventory::{
     self, AgentStatus, ClusterRow, ClusterStatus, HostRow, NewCluster, NewHost, NewServer, NewZone,
@@ -14,7 +15,7 @@ use crate::store::inventory::{
 };
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::Router;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -26,16 +27,21 @@ use utoipa::{IntoParams, ToSchema};
 /// Longest name of a host, cluster or zone.
 pub const NAME_MAX: usize = 128;
 
+/// Reads are open to every authenticated user; writes need ADMIN.
 pub(crate) fn routes() -> Router<AppState> {
+    let read = Permission::InventoryRead;
+    let write = Permission::InventoryWrite;
     Router::new()
-        .route("/api/v2/compute/hosts", get(list_hosts).post(create_host))
-        .route("/api/v2/compute/hosts/{id}", get(get_host))
+        .route("/api/v2/compute/hosts", get(list_hosts).require(read))
+        .route("/api/v2/compute/hosts", post(create_host).require(write))
+        .route("/api/v2/compute/hosts/{id}", get(get_host).require(read))
+        .route("/api/v2/ob/clusters", get(list_clusters).require(read))
+        .route("/api/v2/ob/clusters", post(create_cluster).require(write))
+        .route("/api/v2/ob/clusters/{id}", get(get_cluster).require(read))
         .route(
-            "/api/v2/ob/clusters",
-            get(list_clusters).post(create_cluster),
+            "/api/v2/ob/clusters/{id}/servers",
+            get(list_servers).require(read),
         )
-        .route("/api/v2/ob/clusters/{id}", get(get_cluster))
-        .route("/api/v2/ob/clusters/{id}/servers", get(list_servers))
 }
 
 // ---------------------------------------------------------------- bodies

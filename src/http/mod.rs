@@ -4,24 +4,31 @@
 //! Layout: [`envelope`] (trace id, span and the envelope around every
 //! answer), [`error`] (the one error type that becomes a response),
 //! [`extract`] (extractors whose rejections are envelopes), one module per
-//! resource ([`ops`], [`tasks`], [`inventory`]), [`openapi`] and [`health`].
+//! resource ([`ops`], [`tasks`], [`inventory`], [`iam`]), [`openapi`] and
+//! [`health`].
 //!
-//! Every route but the health probes is in [`api_routes`]; the coming
-//! authentication layer wraps that group (and replaces the `Caller`
-//! extractor's anonymous caller) without touching the handlers.
+//! Every route but the health probes and `/metrics` is in [`api_routes`],
+//! which [`router`] wraps in the authentication middleware (HTTP Basic, see
+//! `crate::auth`); each route then states the permission it needs with
+//! `.require(..)`. `/healthz` and `/readyz` are open; `/metrics` is open
+//! unless `AuthConfig::metrics_auth`, which makes it need any authenticated
+//! user.
 
 pub mod envelope;
 pub mod error;
 pub mod extract;
 pub mod health;
+pub mod iam;
 pub mod inventory;
 pub mod openapi;
 pub mod ops;
 pub mod tasks;
 
+use crate::auth::{self, AuthConfig, Authenticator};
 use axum::extract::DefaultBodyLimit;
 use axum::Router;
 use sqlx::PgPool;
+use std::net::SocketAddr;
 use tokio_util::sync::CancellationToken;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::limit::RequestBodyLimitLayer;
@@ -36,33 +43,64 @@ pub struct AppState {
     /// This server's address: the envelope's `server` and new tasks'
     /// `executor`.
     pub server: String,
+    /// Checks the credentials of every API request.
+    pub auth: Authenticator,
 }
 
 impl AppState {
+    /// State with the default authentication settings.
     pub fn new(pool: PgPool, server: impl Into<String>) -> Self {
         AppState {
+            auth: Authenticator::new(pool.clone(), AuthConfig::default()),
             pool,
             server: server.into(),
         }
     }
+
+    /// The same state with other authentication settings (and a fresh
+    /// cache and throttle).
+    pub fn with_auth_config(mut self, config: AuthConfig) -> Self {
+        self.auth = Authenticator::new(self.pool.clone(), config);
+        self
+    }
 }
 
 /// Every route that needs authentication: the operations, task management,
-/// the inventory and the OpenAPI document.
+/// the inventory, users and roles, and the OpenAPI document (which any
+/// authenticated user may read).
 pub fn api_routes() -> Router<AppState> {
+    use auth::{Permission, RequireExt};
     Router::new()
         .merge(ops::routes())
         .merge(tasks::routes())
         .merge(inventory::routes())
+        .merge(iam::routes())
         .route(
             "/api/v2/openapi.json",
-            axum::routing::get(openapi::openapi_json),
+            axum::routing::get(openapi::openapi_json).require(Permission::InventoryRead),
         )
 }
 
-/// The whole application: the API and the probes, wrapped by [`layered`].
+/// The whole application, wrapped by [`layered`]: [`api_routes`] behind
+/// authentication, the probes open, `/metrics` behind authentication only
+/// when the configuration says so.
 pub fn router(state: AppState) -> Router {
-    layered(api_routes().merge(health::routes()), state)
+    let authenticate =
+        || axum::middleware::from_fn_with_state(state.auth.clone(), auth::authenticate);
+    let metrics = if state.auth.config().metrics_auth {
+        health::metrics_routes().layer(authenticate())
+    } else {
+        health::metrics_routes()
+    };
+    // The 405 fallback goes on before the layer, so that a wrong method on
+    // an API route is refused only after authentication too (layered()
+    // leaves a fallback already set as it is).
+    let routes = api_routes()
+        .method_not_allowed_fallback(error::method_not_allowed)
+        .layer(authenticate())
+        .merge(health::routes())
+        .merge(metrics);
+    layered(routes, state)
 }
 
 /// Wraps routes the way the application is wrapped: the 404 and 405
@@ -84,7 +122,8 @@ pub fn layered(routes: Router<AppState>, state: AppState) -> Router {
 }
 
 /// Serves the application on `listener` until `shutdown` fires, then
-/// finishes the requests in flight.
+/// finishes the requests in flight. Each request knows its peer address
+/// (`ConnectInfo<SocketAddr>`), which the failed-login throttle keys on.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: AppState,
@@ -93,7 +132,8 @@ pub async fn serve(
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, server = %state.server, "HTTP API listening");
     }
-    axum::serve(listener, router(state))
+    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
+    axum::serve(listener, app)
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await
 }

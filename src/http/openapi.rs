@@ -1,13 +1,16 @@
 //! The OpenAPI 3 document, generated from the handlers' `#[utoipa::path]`
 //! attributes and the `ToSchema` types, served raw (tools read it as is) at
-//! `/api/v2/openapi.json`.
+//! `/api/v2/openapi.json`. Declares HTTP Basic as the security scheme of
+//! every route but the probes, and adds the 401 and 429 answers to each.
 
 use super::envelope::{EmptyEnvelope, ErrorEnvelope, PageInfo};
 use super::error::{ErrorBody, SubError};
-use super::{health, inventory, ops, tasks};
+use super::{health, iam, inventory, ops, tasks};
 use axum::Json;
 use std::sync::LazyLock;
-use utoipa::OpenApi;
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityRequirement, SecurityScheme};
+use utoipa::openapi::{RefOr, Response};
+use utoipa::{Modify, OpenApi};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -16,7 +19,13 @@ use utoipa::OpenApi;
         description = "OCP-compatible task API: OBServer and agent operations as DAG tasks, \
                        task management and the inventory. Every response is OCP's envelope \
                        (`data` or `error`, `successful`, `timestamp`, `duration`, `status`, \
-                       `traceId`, `server`); send `X-Trace-Id` to choose the trace id."
+                       `traceId`, `server`); send `X-Trace-Id` to choose the trace id. \
+                       Every route but the probes needs HTTP Basic credentials of a user; \
+                       what each user may do comes from its roles: ADMIN (everything, \
+                       including inventory writes and users), CLUSTER_MANAGER (server \
+                       operations, on every cluster or on listed ones), HOST_MANAGER (agent \
+                       restarts), TASK_VIEWER (task reads), TASK_MANAGER (task actions). \
+                       Any user may read the inventory and this document."
     ),
     paths(
         ops::restart_server,
@@ -39,21 +48,93 @@ use utoipa::OpenApi;
         inventory::list_clusters,
         inventory::get_cluster,
         inventory::list_servers,
+        iam::create_user,
+        iam::list_users,
+        iam::get_user,
+        iam::delete_user,
+        iam::set_roles,
+        iam::set_password,
+        iam::list_roles,
         health::healthz,
         health::readyz,
         health::metrics,
         openapi_json,
     ),
     components(schemas(ErrorEnvelope, EmptyEnvelope, ErrorBody, SubError, PageInfo)),
+    modifiers(&BasicAuth),
+    security(("basic" = [])),
     tags(
         (name = "operations", description = "Restart, start and stop OBServers; restart host agents"),
         (name = "tasks", description = "Task instances and their subtasks"),
-        (name = "inventory", description = "Hosts, clusters, zones and servers"),
+        (name = "inventory", description = "Hosts, clusters, zones and servers (reads: any user; writes: ADMIN)"),
+        (name = "iam", description = "Users and their roles (ADMIN only)"),
         (name = "health", description = "Probes (no authentication)"),
         (name = "meta", description = "This document"),
     )
 )]
 pub struct ApiDoc;
+
+/// The `basic` security scheme, and the 401 and 429 answers of every
+/// authenticated route.
+struct BasicAuth;
+
+impl Modify for BasicAuth {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        let components = doc.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "basic",
+            SecurityScheme::Http(Http::new(HttpAuthScheme::Basic)),
+        );
+        let error = || {
+            utoipa::openapi::ContentBuilder::new()
+                .schema(Some(utoipa::openapi::Ref::from_schema_name(
+                    "ErrorEnvelope",
+                )))
+                .build()
+        };
+        let unauthorized = Response::builder()
+            .description(
+                "No credentials, or a wrong user name or password (UNAUTHORIZED); \
+                 the answer carries `WWW-Authenticate: Basic realm=\"taskd\"`",
+            )
+            .content("application/json", error())
+            .build();
+        let throttled = Response::builder()
+            .description(
+                "Too many failed logins from this client (TOO_MANY_REQUESTS); \
+                 `Retry-After` says when to try again",
+            )
+            .content("application/json", error())
+            .build();
+        for item in doc.paths.paths.values_mut() {
+            for op in [
+                &mut item.get,
+                &mut item.post,
+                &mut item.put,
+                &mut item.delete,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                // The probes declare an empty (optional) requirement.
+                let open = op
+                    .security
+                    .as_ref()
+                    .is_some_and(|reqs| reqs.iter().any(|r| *r == SecurityRequirement::default()));
+                if open {
+                    continue;
+                }
+                let responses = &mut op.responses.responses;
+                responses
+                    .entry("401".into())
+                    .or_insert_with(|| RefOr::T(unauthorized.clone()));
+                responses
+                    .entry("429".into())
+                    .or_insert_with(|| RefOr::T(throttled.clone()));
+            }
+        }
+    }
+}
 
 static DOC: LazyLock<utoipa::openapi::OpenApi> = LazyLock::new(ApiDoc::openapi);
 

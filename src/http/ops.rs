@@ -24,6 +24,7 @@ use super::error::{code, Error, Result};
 use super::extract::{positive_id, ApiPath, ApiQuery, Caller, IdempotencyKey, Validate};
 use super::tasks::{load_task, TaskView};
 use super::AppState;
+use crate::auth::{Permission, RequireExt};
 use crate::dag::templates::Template;
 use crate::dag::DagSpec;
 use crate::engine::{self, Submitted};
@@ -41,16 +42,26 @@ use utoipa::IntoParams;
 /// Subtasks of one task that may be READY or RUNNING at once.
 const MAX_CONCURRENCY: i32 = 10;
 
+/// Server operations need CLUSTER_MANAGER on the path's cluster, the agent
+/// restart HOST_MANAGER (or ADMIN for both).
 pub(crate) fn routes() -> Router<AppState> {
     const S: &str = "/api/v2/ob/clusters/{id}/servers/{serverId}";
+    let server = Permission::ServerOperate;
+    let agent = Permission::AgentRestart;
     Router::new()
-        .route(&format!("{S}/restart"), post(restart_server))
-        .route(&format!("{S}/start"), post(start_server))
-        .route(&format!("{S}/stop"), post(stop_server))
-        .route("/compute/hosts/{hostId}/agent/restart", post(restart_agent))
+        .route(
+            &format!("{S}/restart"),
+            post(restart_server).require(server),
+        )
+        .route(&format!("{S}/start"), post(start_server).require(server))
+        .route(&format!("{S}/stop"), post(stop_server).require(server))
+        .route(
+            "/compute/hosts/{hostId}/agent/restart",
+            post(restart_agent).require(agent),
+        )
         .route(
             "/api/v2/compute/hosts/{hostId}/agent/restart",
-            post(restart_agent_v2),
+            post(restart_agent_v2).require(agent),
         )
 }
 
@@ -284,12 +295,15 @@ impl ServerOp {
 }
 
 /// The first task of a repeated Idempotency-Key, if it was for this
-/// operation on this target.
+/// operation on this target (and, for a server, in the path's cluster: a
+/// CLUSTER_MANAGER of one cluster cannot replay another cluster's task
+/// through its own cluster's path).
 async fn replay(
     state: &AppState,
     key: &IdempotencyKey,
     template: Template,
     target_key: &str,
+    cluster: Option<i64>,
 ) -> Result<Option<TaskView>> {
     let Some(k) = &key.0 else {
         return Ok(None);
@@ -297,7 +311,10 @@ async fn replay(
     match store::task::find_by_idempotency_key(&state.pool, k).await? {
         None => Ok(None),
         Some(t) => {
-            if t.name != template.task_name() || t.target_key.as_deref() != Some(target_key) {
+            if t.name != template.task_name()
+                || t.target_key.as_deref() != Some(target_key)
+                || cluster.is_some_and(|c| t.cluster_id != Some(c))
+            {
                 return Err(key_reused(k));
             }
             Ok(Some(load_task(&state.pool, t.id).await?))
@@ -352,7 +369,7 @@ async fn server_operation(
     op: ServerOp,
 ) -> Result<Success<TaskView>> {
     let target_key = format!("server:{}", p.server_id);
-    if let Some(first) = replay(state, &key, op.template, &target_key).await? {
+    if let Some(first) = replay(state, &key, op.template, &target_key, Some(p.id)).await? {
         return Ok(Success(first));
     }
     let target = server_target(state, p.id, p.server_id).await?;
@@ -438,7 +455,7 @@ async fn agent_operation(
 ) -> Result<Success<TaskView>> {
     let template = Template::RestartAgent;
     let target_key = format!("host:{host_id}");
-    if let Some(first) = replay(state, &key, template, &target_key).await? {
+    if let Some(first) = replay(state, &key, template, &target_key, None).await? {
         return Ok(Success(first));
     }
     let host = inventory::get_host(&state.pool, host_id)

@@ -8,6 +8,7 @@ use super::envelope::{
 use super::error::{code, Error, Result};
 use super::extract::{positive_id, ApiPath, ApiQuery, Validate};
 use super::AppState;
+use crate::auth::{Permission, RequireExt};
 use crate::engine;
 use crate::model::{
     Context, SubtaskOperation, SubtaskStatus, TaskId, TaskOperation, TaskStatus, TaskType,
@@ -27,18 +28,24 @@ pub const MAX_PAGE_SIZE: i64 = 2000;
 /// Page size when none is asked for.
 pub const DEFAULT_PAGE_SIZE: i64 = 10;
 
+/// Task reads need TASK_VIEWER, task actions TASK_MANAGER (or ADMIN).
 pub(crate) fn routes() -> Router<AppState> {
     const T: &str = "/api/v2/tasks/instances/{taskInstanceId}";
     const S: &str = "/api/v2/tasks/instances/{taskInstanceId}/subtasks/{subtaskInstanceId}";
+    let read = Permission::TaskRead;
+    let manage = Permission::TaskManage;
     Router::new()
-        .route("/api/v2/tasks/instances", get(list_tasks))
-        .route(T, get(get_task))
-        .route(&format!("{T}/retry"), post(retry_task))
-        .route(&format!("{T}/rollback"), post(rollback_task))
-        .route(&format!("{S}/log"), get(subtask_log))
-        .route(&format!("{S}/retry"), post(retry_subtask))
-        .route(&format!("{S}/skip"), post(skip_subtask))
-        .route(&format!("{S}/cancel"), post(cancel_subtask))
+        .route("/api/v2/tasks/instances", get(list_tasks).require(read))
+        .route(T, get(get_task).require(read))
+        .route(&format!("{T}/retry"), post(retry_task).require(manage))
+        .route(
+            &format!("{T}/rollback"),
+            post(rollback_task).require(manage),
+        )
+        .route(&format!("{S}/log"), get(subtask_log).require(read))
+        .route(&format!("{S}/retry"), post(retry_subtask).require(manage))
+        .route(&format!("{S}/skip"), post(skip_subtask).require(manage))
+        .route(&format!("{S}/cancel"), post(cancel_subtask).require(manage))
 }
 
 // ---------------------------------------------------------------- views

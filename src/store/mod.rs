@@ -5,6 +5,7 @@ pub mod inventory;
 pub mod log;
 pub mod subtask;
 pub mod task;
+pub mod user;
 pub mod worker;
 
 #[derive(Debug, thiserror::Error)]

@@ -1,20 +1,49 @@
 //! The HTTP application in-process against its own database: `http::serve`
-//! on a listener bound to 127.0.0.1:0, a reqwest client, and helpers that
-//! fill the inventory over the API.
+//! on a listener bound to 127.0.0.1:0, a reqwest client that sends an
+//! admin's credentials, clients with other credentials or none, and helpers
+//! that fill the inventory and add users over the API.
 
 use crate::support::TestDb;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
+use taskd::auth::{AuthConfig, Credentials};
 use taskd::http::{self, AppState};
 use tokio_util::sync::CancellationToken;
+
+/// The name of the admin every [`TestApp`] starts with.
+pub const ADMIN: &str = "admin";
 
 pub struct TestApp {
     pub db: TestDb,
     pub base: String,
     /// `ip:port` the server answers on (the envelope's `server`).
     pub addr: String,
+    /// Sends the admin's credentials with every request.
     pub client: reqwest::Client,
+    /// The admin's name and password.
+    pub admin: Credentials,
     pub shutdown: CancellationToken,
+}
+
+/// A client that sends these credentials with every request, or none.
+pub fn client_for(creds: Option<&Credentials>) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(c) = creds {
+        let value = reqwest::header::HeaderValue::from_str(&c.to_header()).expect("a header");
+        headers.insert(reqwest::header::AUTHORIZATION, value);
+    }
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .expect("a client")
+}
+
+/// Credentials from a name and a password.
+pub fn creds(name: &str, password: &str) -> Credentials {
+    Credentials {
+        name: name.to_string(),
+        password: password.to_string(),
+    }
 }
 
 /// One answer: status, headers and the JSON body (Null when not JSON).
@@ -75,23 +104,60 @@ impl Answer {
 }
 
 impl TestApp {
+    /// The application with the default authentication settings and one
+    /// user, the admin [`ADMIN`] with a generated password, whose
+    /// credentials `client` sends.
     pub async fn start() -> TestApp {
+        TestApp::start_with(AuthConfig::default()).await
+    }
+
+    pub async fn start_with(config: AuthConfig) -> TestApp {
         let db = TestDb::new().await;
+        let admin = creds(ADMIN, &taskd::auth::generate_password());
+        taskd::auth::ensure_admin(&db.pool, &admin.name, &admin.password)
+            .await
+            .expect("create the admin");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind a free port");
         let local = listener.local_addr().expect("local address");
         let addr = local.to_string();
-        let state = AppState::new(db.pool.clone(), addr.clone());
+        let state = AppState::new(db.pool.clone(), addr.clone()).with_auth_config(config);
         let shutdown = CancellationToken::new();
         tokio::spawn(http::serve(listener, state, shutdown.clone()));
         TestApp {
             db,
             base: format!("http://{addr}"),
             addr,
-            client: reqwest::Client::new(),
+            client: client_for(Some(&admin)),
+            admin,
             shutdown,
         }
+    }
+
+    /// Sends a request with these credentials, or none.
+    pub async fn request_as(
+        &self,
+        creds: Option<&Credentials>,
+        method: Method,
+        path: &str,
+    ) -> Answer {
+        self.send(client_for(creds).request(method, self.url(path)))
+            .await
+    }
+
+    /// Adds a user with these roles (the API's `roles` array) over the API;
+    /// returns its id and credentials.
+    pub async fn add_user(&self, name: &str, roles: Value) -> (i64, Credentials) {
+        let user = creds(name, &taskd::auth::generate_password());
+        let a = self
+            .post_json(
+                "/api/v2/iam/users",
+                &json!({"name": name, "password": user.password, "roles": roles}),
+            )
+            .await;
+        let id = a.ok()["id"].as_i64().expect("a user id");
+        (id, user)
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -125,6 +191,10 @@ impl TestApp {
 
     pub async fn post_json(&self, path: &str, body: &Value) -> Answer {
         self.send(self.client.post(self.url(path)).json(body)).await
+    }
+
+    pub async fn put_json(&self, path: &str, body: &Value) -> Answer {
+        self.send(self.client.put(self.url(path)).json(body)).await
     }
 
     /// Adds a host over the API; returns its id.

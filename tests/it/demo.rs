@@ -34,19 +34,29 @@ async fn demo_runs_an_operation_and_stops_cleanly() {
         if let Some(u) = line.strip_prefix("taskd demo is running at ") {
             base = Some(u.trim().to_string());
         }
-        if line.contains("curl -s -X POST") && line.contains("/restart") && restart.is_none() {
-            restart = line.split_whitespace().last().map(str::to_string);
+        if line.contains("curl -s -u") && line.contains("/restart") && restart.is_none() {
+            let words: Vec<&str> = line.split_whitespace().collect();
+            let user = words
+                .iter()
+                .position(|w| *w == "-u")
+                .map(|i| words[i + 1].to_string());
+            restart = Some((
+                user.expect("credentials in the curl line"),
+                words.last().unwrap().to_string(),
+            ));
         }
         if line.starts_with("Ctrl-C") {
             break;
         }
     }
     let base = base.expect("a URL");
-    let restart = restart.expect("a curl line");
+    let (user, restart) = restart.expect("a curl line");
     assert!(restart.starts_with(&base));
+    let (name, password) = user.split_once(':').unwrap();
     let http = reqwest::Client::new();
     let created: serde_json::Value = http
         .post(&restart)
+        .basic_auth(name, Some(password))
         .send()
         .await
         .unwrap()
@@ -60,7 +70,15 @@ async fn demo_runs_an_operation_and_stops_cleanly() {
         "the demo restart to succeed",
         Duration::from_secs(60),
         || async {
-            let t: serde_json::Value = http.get(&url).send().await.ok()?.json().await.ok()?;
+            let t: serde_json::Value = http
+                .get(&url)
+                .basic_auth(name, Some(password))
+                .send()
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
             match t["data"]["status"].as_str() {
                 Some("SUCCESSFUL") => Some(()),
                 Some("FAILED") => panic!("demo task failed: {t:#}"),

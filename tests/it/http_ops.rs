@@ -342,7 +342,7 @@ async fn an_operation_returns_its_task_at_once_and_stores_who_and_what() {
     let t = a.ok().clone();
     assert_eq!(a.body["traceId"], "op-trace-1");
     assert_eq!(t["status"], "RUNNING");
-    assert_eq!(t["creator"], "anonymous");
+    assert_eq!(t["creator"], crate::app::ADMIN);
     assert_eq!(t["executor"], app.addr.as_str());
     assert_eq!(t["clusterId"], cluster);
     assert_eq!(

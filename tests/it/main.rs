@@ -9,6 +9,7 @@ mod support;
 mod actions;
 mod agent;
 mod app;
+mod auth;
 mod chaos;
 mod demo;
 mod deploy;
