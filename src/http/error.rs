@@ -201,8 +201,19 @@ impl Error {
         Error::refused(StatusCode::NOT_FOUND, code, message)
     }
 
+    /// A text value PostgreSQL cannot store (NUL): the caller's mistake.
+    fn invalid_text(&self) -> bool {
+        match self {
+            Error::Store(e) | Error::Engine(engine::Error::Store(e)) => e.is_invalid_text(),
+            _ => false,
+        }
+    }
+
     /// The HTTP status this error answers with.
     pub fn status(&self) -> StatusCode {
+        if self.invalid_text() {
+            return StatusCode::BAD_REQUEST;
+        }
         match self {
             Error::Refused(r) => r.status,
             Error::Engine(e) => match e {
@@ -228,6 +239,14 @@ impl Error {
 
     fn body(self) -> ErrorBody {
         let status = self.status();
+        if self.invalid_text() {
+            return ErrorBody {
+                code: code::ILLEGAL_ARGUMENT.to_string(),
+                message: "a value contains a NUL character, which cannot be stored".to_string(),
+                target: None,
+                sub_errors: Vec::new(),
+            };
+        }
         if status.is_server_error() && !matches!(&self, Error::Refused(_)) {
             // The details go to the log (inside the request's span, so with
             // its trace id), never to the caller.

@@ -19,6 +19,16 @@ pub enum Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
+    /// True when PostgreSQL refused a text value it cannot store (a NUL
+    /// character): the caller's input, not a server fault.
+    pub fn is_invalid_text(&self) -> bool {
+        matches!(
+            self,
+            Error::Db(sqlx::Error::Database(d))
+                if matches!(d.code().as_deref(), Some("22021") | Some("22P05"))
+        )
+    }
+
     /// The name of the violated unique constraint or index, if that is what
     /// this error is.
     pub fn unique_violation(&self) -> Option<&str> {

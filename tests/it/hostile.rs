@@ -197,6 +197,7 @@ async fn random_requests_never_5xx_always_envelope_and_refusals_change_nothing()
         .and_then(|s| s.parse().ok())
         .unwrap_or(300);
     let mut r = StdRng::seed_from_u64(seed);
+    let mut statuses: std::collections::BTreeMap<u16, usize> = Default::default();
     let methods = ["GET", "POST", "PUT", "DELETE", "PATCH"];
     let content_types = [
         "application/json",
@@ -220,7 +221,27 @@ async fn random_requests_never_5xx_always_envelope_and_refusals_change_nothing()
         if !q.is_empty() {
             path = format!("{path}?{q}");
         }
-        let method = *pick(&mut r, &methods);
+        let natural = if [
+            "/retry",
+            "/rollback",
+            "/skip",
+            "/cancel",
+            "/restart",
+            "/start",
+            "/stop",
+        ]
+        .iter()
+        .any(|a| path.split('?').next().unwrap_or("").ends_with(a))
+        {
+            "POST"
+        } else {
+            "GET"
+        };
+        let method = if r.gen_bool(0.75) {
+            natural
+        } else {
+            *pick(&mut r, &methods)
+        };
         let body = random_body(&mut r);
         let ct = *pick(&mut r, &content_types);
         let trace = if r.gen_bool(0.3) {
@@ -267,6 +288,17 @@ async fn random_requests_never_5xx_always_envelope_and_refusals_change_nothing()
             req.extend(t.as_bytes());
             req.extend(b"\r\n");
         }
+        // Mostly as the admin, so requests reach the handlers; sometimes
+        // anonymous or with a mangled header.
+        match r.gen_range(0..10) {
+            0 => {}
+            1 => req.extend(b"Authorization: Basic %%%not-base64\r\n"),
+            _ => {
+                req.extend(b"Authorization: ");
+                req.extend(app.admin.to_header().as_bytes());
+                req.extend(b"\r\n");
+            }
+        }
         if let Some(k) = &idem {
             req.extend(format!("Idempotency-Key: {k}\r\n").bytes());
         }
@@ -301,6 +333,7 @@ async fn random_requests_never_5xx_always_envelope_and_refusals_change_nothing()
         {
             payload = dechunk(&payload);
         }
+        *statuses.entry(status).or_default() += 1;
         if status == 400 && payload.is_empty() {
             // hyper refused the request line or headers before any handler
             // (e.g. bytes that are not a valid header); there is no route to
@@ -316,6 +349,11 @@ async fn random_requests_never_5xx_always_envelope_and_refusals_change_nothing()
             );
         }
     }
+    println!("answers by status: {statuses:?}");
+    assert!(
+        statuses.get(&200).copied().unwrap_or(0) > rounds / 20,
+        "the walk reaches the handlers: {statuses:?}"
+    );
 }
 
 fn dechunk(b: &[u8]) -> Vec<u8> {
@@ -335,4 +373,23 @@ fn dechunk(b: &[u8]) -> Vec<u8> {
         i += size + 2;
     }
     out
+}
+
+#[tokio::test]
+async fn a_nul_character_is_the_callers_mistake_not_a_500() {
+    let app = TestApp::start().await;
+    let a = app.get("/api/v2/tasks/instances?creator=%00").await;
+    a.assert_error(400, "ILLEGAL_ARGUMENT");
+    let a = app
+        .post_json(
+            "/api/v2/compute/hosts",
+            &json!({"name": "nul\u{0}host", "ip": "127.0.0.1", "agentUrl": "http://127.0.0.1:1"}),
+        )
+        .await;
+    assert_eq!(a.status.as_u16(), 400, "{:#}", a.body);
+    let hosts: i64 = sqlx::query_scalar("select count(*) from host")
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(hosts, 0);
 }
