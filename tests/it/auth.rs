@@ -960,13 +960,13 @@ impl Served {
             .env("DATABASE_URL", &db.url)
             .env("TASKD_LOG_FORMAT", "json")
             .env("RUST_LOG", "info")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null());
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
         for (k, v) in env {
             cmd.env(k, v);
         }
         let mut child = cmd.spawn().expect("start taskd serve");
-        let stdout = child.stdout.take().expect("stdout");
+        let stdout = child.stderr.take().expect("stderr: the logs");
         let (tx, rx) = std::sync::mpsc::channel::<String>();
         let reader = std::thread::spawn(move || {
             use std::io::BufRead;

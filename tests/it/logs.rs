@@ -19,12 +19,12 @@ async fn json_logs_carry_the_run_identity_on_every_subtask_line() {
         .args(["worker", "--log-format", "json"])
         .env("DATABASE_URL", &db.url)
         .env("RUST_LOG", "info")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
         .unwrap();
-    let stdout = child.stdout.take().unwrap();
+    let stdout = child.stderr.take().unwrap();
     let reader = tokio::spawn(async move {
         let mut lines = BufReader::new(stdout).lines();
         let mut all = Vec::new();

@@ -16,11 +16,11 @@ async fn serve_migrates_serves_and_stops_on_sigterm() {
         .env("DATABASE_URL", &db.url)
         .env("TASKD_LOG_FORMAT", "json")
         .env("RUST_LOG", "info")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .expect("start taskd serve");
-    let stdout = child.stdout.take().expect("stdout");
+    let stdout = child.stderr.take().expect("stderr: the logs");
     // The log names the bound address; keep reading so the pipe never fills.
     let (tx, rx) = std::sync::mpsc::channel::<String>();
     let reader = std::thread::spawn(move || {
