@@ -49,10 +49,16 @@ pub fn register(r: &mut Registry) {
     r.register(&c("server.WaitObServerActiveTask"), WaitActive);
     r.register(&c("server.WaitObServerStopTask"), WaitStop);
     r.register(&c("obagent.StartOcpAgentServiceTask"), StartAgentService);
-    r.register(&c("server.UpdateObServerStatusTask"), UpdateServerStatus);
-    r.register(&c("zone.UpdateObZoneStatusTask"), UpdateZoneStatus);
+    r.register(
+        &c("server.UpdateObServerStatusTask"),
+        UpdateStatus(Level::Server),
+    );
+    r.register(&c("zone.UpdateObZoneStatusTask"), UpdateStatus(Level::Zone));
     r.register(&c("cluster.SyncClusterInfoTask"), SyncClusterInfo);
-    r.register(&c("cluster.UpdateObClusterStatusTask"), UpdateClusterStatus);
+    r.register(
+        &c("cluster.UpdateObClusterStatusTask"),
+        UpdateStatus(Level::Cluster),
+    );
     r.register(&c("obagent.PrepareRestartOcpAgentTask"), PrepareAgent);
     r.register(&c("obagent.RestartPosProxyTask"), RestartPosProxy);
     r.register(&c("obagent.StopAllOcpAgentProcessesTask"), StopAll);
@@ -149,14 +155,8 @@ async fn set_host(run: &Run, id: i64, s: HostAgentStatus) -> ActionResult {
 
 /// Restores server, zone and cluster to the statuses recorded in the context.
 async fn restore_statuses(run: &Run, t: &ServerTarget) -> ActionResult {
-    if let Ok(s) = parse_status::<ServerStatus>(run, "former_server_status") {
-        set_server(run, t.server.id, s).await?;
-    }
-    if let Ok(s) = parse_status::<ZoneStatus>(run, "former_zone_status") {
-        set_zone(run, t.zone.id, s).await?;
-    }
-    if let Ok(s) = parse_status::<ClusterStatus>(run, "former_cluster_status") {
-        set_cluster(run, t.cluster.id, s).await?;
+    for level in Level::ALL {
+        level.restore(run, t).await?;
     }
     Ok(())
 }
@@ -428,43 +428,60 @@ impl Action for StartAgentService {
     }
 }
 
-/// Writes the server's target status into the inventory.
-pub struct UpdateServerStatus;
+/// Which inventory row a status step writes.
+#[derive(Debug, Clone, Copy)]
+pub enum Level {
+    Server,
+    Zone,
+    Cluster,
+}
 
-#[async_trait]
-impl Action for UpdateServerStatus {
-    async fn execute(&self, run: &mut Run) -> ActionResult {
-        let t = target(run).await?;
-        let s: ServerStatus = parse_status(run, "target_server_status")?;
-        set_server(run, t.server.id, s).await
+impl Level {
+    const ALL: [Level; 3] = [Level::Server, Level::Zone, Level::Cluster];
+
+    fn key(self, which: &str) -> String {
+        let level = match self {
+            Level::Server => "server",
+            Level::Zone => "zone",
+            Level::Cluster => "cluster",
+        };
+        format!("{which}_{level}_status")
     }
 
-    async fn rollback(&self, run: &mut Run) -> ActionResult {
-        let t = target(run).await?;
-        if let Ok(s) = parse_status::<ServerStatus>(run, "former_server_status") {
-            set_server(run, t.server.id, s).await?;
+    /// Writes `status` (as the context holds it) into this level's row.
+    async fn set(self, run: &Run, t: &ServerTarget, status: &str) -> ActionResult {
+        let bad = |e: String| ActionError::failed(format!("{}: {e}", self.key("context")));
+        match self {
+            Level::Server => set_server(run, t.server.id, status.parse().map_err(bad)?).await,
+            Level::Zone => set_zone(run, t.zone.id, status.parse().map_err(bad)?).await,
+            Level::Cluster => set_cluster(run, t.cluster.id, status.parse().map_err(bad)?).await,
         }
-        Ok(())
+    }
+
+    /// Restores the status recorded as former in the context, if any.
+    async fn restore(self, run: &Run, t: &ServerTarget) -> ActionResult {
+        match run.context.get(&self.key("former")) {
+            Some(s) => self.set(run, t, s).await,
+            None => Ok(()),
+        }
     }
 }
 
-/// Writes the zone's target status into the inventory.
-pub struct UpdateZoneStatus;
+/// Writes the target status of the server, its zone or its cluster into the
+/// inventory; its rollback restores the former one.
+pub struct UpdateStatus(pub Level);
 
 #[async_trait]
-impl Action for UpdateZoneStatus {
+impl Action for UpdateStatus {
     async fn execute(&self, run: &mut Run) -> ActionResult {
         let t = target(run).await?;
-        let s: ZoneStatus = parse_status(run, "target_zone_status")?;
-        set_zone(run, t.zone.id, s).await
+        let status = run.require(&self.0.key("target"))?;
+        self.0.set(run, &t, &status).await
     }
 
     async fn rollback(&self, run: &mut Run) -> ActionResult {
         let t = target(run).await?;
-        if let Ok(s) = parse_status::<ZoneStatus>(run, "former_zone_status") {
-            set_zone(run, t.zone.id, s).await?;
-        }
-        Ok(())
+        self.0.restore(run, &t).await
     }
 }
 
@@ -508,26 +525,6 @@ impl Action for SyncClusterInfo {
             summary.join(", ")
         ))
         .await;
-        Ok(())
-    }
-}
-
-/// Writes the cluster's target status into the inventory.
-pub struct UpdateClusterStatus;
-
-#[async_trait]
-impl Action for UpdateClusterStatus {
-    async fn execute(&self, run: &mut Run) -> ActionResult {
-        let t = target(run).await?;
-        let s: ClusterStatus = parse_status(run, "target_cluster_status")?;
-        set_cluster(run, t.cluster.id, s).await
-    }
-
-    async fn rollback(&self, run: &mut Run) -> ActionResult {
-        let t = target(run).await?;
-        if let Ok(s) = parse_status::<ClusterStatus>(run, "former_cluster_status") {
-            set_cluster(run, t.cluster.id, s).await?;
-        }
         Ok(())
     }
 }
