@@ -247,15 +247,37 @@ async fn max_subtask_id(pool: &PgPool) -> anyhow::Result<i64> {
     )
 }
 
-/// Handoff latency (READY → RUNNING) percentiles in ms over first runs.
+/// Handoff latency (READY → RUNNING) percentiles in ms over the first runs
+/// of root subtasks, which always wait READY for a claim.
 async fn handoff_ms(pool: &PgPool, since_id: i64) -> anyhow::Result<(f64, f64)> {
     let (p50, p99): (Option<f64>, Option<f64>) = sqlx::query_as(
         "select percentile_cont(0.5) within group (order by d), \
                 percentile_cont(0.99) within group (order by d) \
-         from (select extract(epoch from start_time - run_after) * 1000 as d \
-               from subtask_instance \
-               where id > $1 and run_time = 1 and start_time is not null \
-                 and run_after is not null) x",
+         from (select extract(epoch from s.start_time - s.run_after) * 1000 as d \
+               from subtask_instance s \
+               where s.id > $1 and s.run_time = 1 and s.start_time is not null \
+                 and s.run_after is not null \
+                 and not exists (select 1 from subtask_edge e where e.downstream_id = s.id)) x",
+    )
+    .bind(since_id)
+    .fetch_one(pool)
+    .await?;
+    Ok((round2(p50.unwrap_or(0.0)), round2(p99.unwrap_or(0.0))))
+}
+
+/// Step gap percentiles in ms: from the last upstream's finish to a
+/// downstream subtask's start (the finishing worker usually starts it in
+/// the same transaction; otherwise it waits READY for a claim).
+async fn step_gap_ms(pool: &PgPool, since_id: i64) -> anyhow::Result<(f64, f64)> {
+    let (p50, p99): (Option<f64>, Option<f64>) = sqlx::query_as(
+        "select percentile_cont(0.5) within group (order by d), \
+                percentile_cont(0.99) within group (order by d) \
+         from (select extract(epoch from s.start_time - max(u.finish_time)) * 1000 as d \
+               from subtask_instance s \
+               join subtask_edge e on e.downstream_id = s.id \
+               join subtask_instance u on u.id = e.upstream_id \
+               where s.id > $1 and s.run_time = 1 and s.start_time is not null \
+               group by s.id, s.start_time) x",
     )
     .bind(since_id)
     .fetch_one(pool)
@@ -574,6 +596,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             idle.push(one_restart_ms(&pool).await?);
         }
         let (idle_p50, idle_p99) = handoff_ms(&pool, since).await?;
+        let (gap_p50, gap_p99) = step_gap_ms(&pool, since).await?;
         idle.sort_by(f64::total_cmp);
         // Steady load at half of the peak: the flat run rate, or the submit
         // rate when submitting is the slower half of the system.
@@ -614,7 +637,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         workers.stop().await;
         emit(json!({
             "scenario": "latency",
-            "idle": {"handoff_p50_ms": idle_p50, "handoff_p99_ms": idle_p99, "restart_e2e_ms": idle},
+            "idle": {"handoff_p50_ms": idle_p50, "handoff_p99_ms": idle_p99,
+                     "step_gap_p50_ms": gap_p50, "step_gap_p99_ms": gap_p99,
+                     "restart_e2e_ms": idle},
             "loaded": {"offered_tasks_per_s": round2(rate), "submitted": submitted,
                        "handoff_p50_ms": p50, "handoff_p99_ms": p99, "restart_e2e_ms": loaded_e2e},
         }));

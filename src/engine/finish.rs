@@ -5,7 +5,8 @@
 use super::{EngineConfig, Result};
 use crate::model::transitions::{self, AfterFailure};
 use crate::model::{Context, SubtaskOperation, SubtaskStatus, TaskOperation, TaskStatus};
-use crate::store::{self, subtask::RunEnd, subtask::RunKey, task::TaskRow};
+use crate::store::subtask::{Claimed, Promotable, RunEnd, RunKey};
+use crate::store::{self, task::TaskRow};
 use sqlx::{PgConnection, PgPool};
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -41,6 +42,20 @@ pub async fn finish_batch(
     cfg: &EngineConfig,
     items: &[Finished],
 ) -> Result<Vec<bool>> {
+    Ok(finish_and_start(pool, cfg, items, "", 0).await?.0)
+}
+
+/// `finish_batch` for the worker that ran the batch: up to `start` of the
+/// subtasks the batch makes runnable become RUNNING for `executor` in the
+/// same statement, and are returned for it to run (no READY row version,
+/// no claim). The rest become READY for any worker.
+pub async fn finish_and_start(
+    pool: &PgPool,
+    cfg: &EngineConfig,
+    items: &[Finished],
+    executor: &str,
+    start: usize,
+) -> Result<(Vec<bool>, Vec<Claimed>)> {
     let mut task_ids: Vec<i64> = items.iter().map(|f| f.task_id).collect();
     task_ids.sort_unstable();
     task_ids.dedup();
@@ -64,11 +79,37 @@ pub async fn finish_batch(
             }
         }
     }
-    let written: HashSet<i64> = store::subtask::end_runs(&mut tx, &ends)
-        .await?
-        .into_iter()
+    let promotable: Vec<Promotable> = tasks
+        .iter()
+        .filter(|t| t.status == TaskStatus::Running && t.operation != TaskOperation::Rollback)
+        .map(|t| Promotable {
+            task_id: t.id,
+            max_concurrency: t.max_concurrency,
+        })
         .collect();
-    let mut succeeded = Vec::new();
+    let start = if executor.is_empty() { 0 } else { start };
+    let rows = store::subtask::end_and_promote(&mut tx, &ends, &promotable, executor, start as i64)
+        .await?;
+    let mut written = HashSet::new();
+    let mut standing: HashMap<i64, (i64, i64)> = HashMap::new();
+    let mut started = Vec::new();
+    for row in rows {
+        match row.kind.as_str() {
+            "end" => {
+                written.insert(row.id);
+            }
+            "task" => {
+                standing.insert(
+                    row.task_id,
+                    (row.active.unwrap_or(0), row.merges.unwrap_or(0)),
+                );
+            }
+            _ => match row.status.as_deref() {
+                Some("READY") => notify = true,
+                _ => started.extend(row.into_run()?),
+            },
+        }
+    }
     let mut changed: HashSet<i64> = HashSet::new();
     for (&i, (run, end)) in end_of.iter().zip(&ends) {
         let f = &items[i];
@@ -84,7 +125,6 @@ pub async fn finish_batch(
         changed.insert(f.task_id);
         count(f, end.status);
         match end.status {
-            SubtaskStatus::Successful => succeeded.push(run.id),
             SubtaskStatus::Pending => {
                 notify |= store::subtask::rollback_upstreams(&mut tx, run.id).await? > 0;
             }
@@ -92,14 +132,22 @@ pub async fn finish_batch(
             _ => {}
         }
     }
-    store::subtask::decrement_downstreams(&mut tx, &succeeded).await?;
-    tasks.retain(|t| changed.contains(&t.id));
+    // The statement already filled the free slots of tasks still running
+    // something; the rest (settling, rolling back, merging several
+    // upstreams' contexts) take the general path.
+    tasks.retain(|t| {
+        changed.contains(&t.id)
+            && match standing.get(&t.id) {
+                Some(&(active, merges)) => active <= 0 || merges > 0,
+                None => true,
+            }
+    });
     notify |= after_change(&mut tx, &mut tasks).await?;
     if notify {
         store::notify_ready(&mut tx).await?;
     }
     tx.commit().await?;
-    Ok(applied)
+    Ok((applied, started))
 }
 
 fn count(f: &Finished, status: SubtaskStatus) {
@@ -130,7 +178,7 @@ fn run_end(cfg: &EngineConfig, f: &Finished) -> Option<RunEnd> {
             status: SubtaskStatus::Successful,
             operation: f.operation,
             run_time: f.run.run_time,
-            context: ctx.clone(),
+            context: ctx.clone().map(Context::deduped),
             error: None,
             backoff_ms: 0,
         },

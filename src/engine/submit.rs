@@ -31,6 +31,10 @@ const TARGET_INDEX: &str = "task_instance_one_running_per_target";
 /// database's unique index, so concurrent requests create at most one.
 pub async fn submit(pool: &PgPool, task: &NewTask, spec: &DagSpec) -> Result<Submitted> {
     let plan = dag::plan(spec)?;
+    let task = &NewTask {
+        context: task.context.clone().deduped(),
+        ..task.clone()
+    };
     if let Some(key) = &task.idempotency_key {
         if let Some(existing) = store::task::find_by_idempotency_key(pool, key).await? {
             return Ok(Submitted::Existing(TaskId(existing.id)));

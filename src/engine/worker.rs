@@ -4,7 +4,7 @@
 //! wakes it, polling is the fallback. `run_once` drives it one step at a
 //! time for tests.
 
-use super::finish::{finish_batch, Finished, Outcome};
+use super::finish::{finish_and_start, finish_batch, Finished, Outcome};
 use super::{new_worker_id, EngineConfig, Result};
 use crate::actions::{ActionError, Deps, Registry, Run};
 use crate::model::SubtaskOperation;
@@ -59,6 +59,8 @@ struct Inner {
     /// Signals that a slot was freed (shutdown waits on it).
     freed: Notify,
     healthy: AtomicBool,
+    /// Set once shutdown begins: the finisher starts no more successors.
+    stopping: AtomicBool,
 }
 
 /// A worker process's engine half. Cheap to clone.
@@ -91,6 +93,7 @@ impl Worker {
                 wake: Notify::new(),
                 freed: Notify::new(),
                 healthy: AtomicBool::new(true),
+                stopping: AtomicBool::new(false),
             }),
         }
     }
@@ -199,8 +202,15 @@ impl Worker {
                     .observe(c.handoff_s.max(0.0));
             }
         }
+        self.hold(&claimed);
+        Ok(claimed)
+    }
+
+    /// Registers runs this worker now holds (claimed, or started by its
+    /// finisher).
+    fn hold(&self, runs: &[Claimed]) {
         let mut running = self.inner.running.lock().unwrap_or_else(|p| p.into_inner());
-        for c in &claimed {
+        for c in runs {
             running.insert(
                 c.id,
                 Arc::new(Slot {
@@ -209,7 +219,6 @@ impl Worker {
                 }),
             );
         }
-        Ok(claimed)
     }
 
     fn free_slots(&self) -> usize {
@@ -484,7 +493,7 @@ impl Worker {
         tracing::info!(worker = %self.inner.id, slots = self.inner.cfg.slots, "worker started");
         let background = CancellationToken::new();
         let (tx, rx) = mpsc::unbounded_channel::<RunResult>();
-        let finisher = tokio::spawn(self.clone().finisher(rx));
+        let finisher = tokio::spawn(self.clone().finisher(rx, tx.downgrade()));
         let heart = tokio::spawn(self.clone().heartbeat_loop(background.clone()));
         let listen = tokio::spawn(self.clone().listen_loop(background.clone()));
 
@@ -531,6 +540,7 @@ impl Worker {
             }
         }
 
+        inner.stopping.store(true, Ordering::Relaxed);
         tracing::info!(
             running = self.running_len(),
             "worker stopping: no more claims"
@@ -565,7 +575,15 @@ impl Worker {
 
     /// Writes finished runs in batches; retries a failed write until it
     /// lands or the run is no longer ours (then the sweeper recovers it).
-    async fn finisher(self, mut rx: mpsc::UnboundedReceiver<RunResult>) {
+    /// The subtasks a batch makes runnable start here at once, in the slots
+    /// the batch frees, unless the worker is stopping; their results come
+    /// back through `tx` (weak, so that the channel closes once the claim
+    /// loop and every run are done).
+    async fn finisher(
+        self,
+        mut rx: mpsc::UnboundedReceiver<RunResult>,
+        tx: mpsc::WeakUnboundedSender<RunResult>,
+    ) {
         let max = self.inner.cfg.finish_batch;
         while let Some(first) = rx.recv().await {
             let mut batch = vec![first];
@@ -584,8 +602,18 @@ impl Worker {
             }
             let mut attempt = 0u32;
             loop {
-                match finish_batch(&self.inner.pool, &self.inner.cfg, &writes).await {
-                    Ok(_) => break,
+                let i = &self.inner;
+                let start =
+                    if i.stopping.load(Ordering::Relaxed) || !i.healthy.load(Ordering::Relaxed) {
+                        0
+                    } else {
+                        writes.len()
+                    };
+                match finish_and_start(&i.pool, &i.cfg, &writes, &i.id, start).await {
+                    Ok((_, started)) => {
+                        self.start_runs(started, &tx);
+                        break;
+                    }
                     Err(e) => {
                         attempt += 1;
                         tracing::warn!(error = %e, attempt, "finishing runs failed; retrying");
@@ -603,6 +631,50 @@ impl Worker {
             }
             for f in &writes {
                 self.release_slot(f.run.id);
+            }
+        }
+    }
+
+    /// Runs the subtasks the finisher started, like claimed ones.
+    fn start_runs(&self, started: Vec<Claimed>, tx: &mpsc::WeakUnboundedSender<RunResult>) {
+        if started.is_empty() {
+            return;
+        }
+        let m = &crate::metrics::METRICS;
+        for c in &started {
+            m.claimed
+                .with_label_values(&[crate::metrics::class_label(&c.class_name)])
+                .inc();
+            m.handoff.with_label_values(&[]).observe(0.0);
+        }
+        self.hold(&started);
+        if self.inner.stopping.load(Ordering::Relaxed) {
+            // Shutdown began while the batch was being written: hand these
+            // back at once instead of starting new work.
+            for c in &started {
+                if let Some(slot) = self.slot(c.id) {
+                    slot.stop(StopReason::Shutdown);
+                }
+            }
+        }
+        for c in started {
+            let w = self.clone();
+            match tx.upgrade() {
+                Some(tx) => {
+                    tokio::spawn(async move {
+                        let r = w.execute(c).await;
+                        let _ = tx.send(r);
+                    });
+                }
+                // Every sender is gone only once the worker has stopped:
+                // its row is removed and the sweeper recovers the run.
+                None => {
+                    tracing::warn!(
+                        subtask_id = c.id,
+                        "result channel closed; leaving the run to the sweeper"
+                    );
+                    w.release_slot(c.id);
+                }
             }
         }
     }

@@ -85,6 +85,17 @@ impl Context {
         Ok(())
     }
 
+    /// The same context with each list's repeats dropped (first-seen order
+    /// kept): what merging it alone gives. Contexts are stored this way, so
+    /// a node with one upstream can take that upstream's context as it is.
+    pub fn deduped(mut self) -> Context {
+        for list in self.list_map.values_mut() {
+            let mut seen = std::collections::HashSet::with_capacity(list.len());
+            list.retain(|v| seen.insert(v.clone()));
+        }
+        self
+    }
+
     /// The input of a node with these upstream contexts (merged in order).
     pub fn merge_all<'a>(
         upstreams: impl IntoIterator<Item = &'a Context>,
@@ -116,6 +127,19 @@ mod tests {
                 .insert(k.to_string(), vs.iter().map(|s| s.to_string()).collect());
         }
         c
+    }
+
+    #[test]
+    fn deduped_is_what_merging_alone_gives() {
+        let a = ctx(
+            &[("a", "1")],
+            &[("ids", &["2", "1", "2", "3", "1"]), ("none", &[])],
+        );
+        let alone = Context::merge_all([&a]).unwrap();
+        let d = a.clone().deduped();
+        assert_eq!(d.list("ids"), ["2", "1", "3"]);
+        assert_eq!(d.string_map, alone.string_map);
+        assert_eq!(d.list_map, alone.list_map);
     }
 
     #[test]

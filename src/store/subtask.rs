@@ -149,9 +149,14 @@ pub async fn list_for_tasks(ex: impl PgExecutor<'_>, tasks: &[i64]) -> Result<Ve
 /// (upstream_id, downstream_id) pairs of the given tasks' DAGs.
 pub async fn edges_for_tasks(ex: impl PgExecutor<'_>, tasks: &[i64]) -> Result<Vec<(i64, i64)>> {
     Ok(sqlx::query_as(
-        "select e.upstream_id, e.downstream_id from subtask_edge e \
-         join subtask_instance s on s.id = e.downstream_id \
-         where s.task_id = any($1) order by e.upstream_id, e.downstream_id",
+        // Index lookups per task and per subtask (`offset 0` keeps the
+        // laterals from being flattened into a scan of every edge).
+        "select x.upstream_id, x.downstream_id from unnest($1::bigint[]) as t(id) \
+         cross join lateral (select s.id from subtask_instance s \
+             where s.task_id = t.id offset 0) s \
+         cross join lateral (select e.upstream_id, e.downstream_id from subtask_edge e \
+             where e.downstream_id = s.id offset 0) x \
+         order by x.upstream_id, x.downstream_id",
     )
     .bind(tasks)
     .fetch_all(ex)
@@ -238,60 +243,275 @@ pub struct RunEnd {
     pub backoff_ms: i64,
 }
 
-/// Ends runs, each fenced on (id, run_time, executor, RUNNING|CANCELING), in
-/// one statement. Returns the ids whose end was written; a run missing from
-/// it was not ours any more and its result is dropped.
-pub async fn end_runs(conn: &mut PgConnection, runs: &[(RunKey, RunEnd)]) -> Result<Vec<i64>> {
+/// The run endings as parallel arrays, one per unnest column.
+struct RunColumns<'a> {
+    ids: Vec<i64>,
+    rts: Vec<i32>,
+    exs: Vec<&'a str>,
+    sts: Vec<&'static str>,
+    ops: Vec<&'static str>,
+    nrts: Vec<i32>,
+    ctxs: Vec<Option<Json<&'a Context>>>,
+    errs: Vec<Option<&'a str>>,
+    bos: Vec<f64>,
+}
+
+impl<'a> RunColumns<'a> {
+    fn of(runs: &'a [(RunKey, RunEnd)]) -> Self {
+        let mut c = RunColumns {
+            ids: Vec::with_capacity(runs.len()),
+            rts: Vec::with_capacity(runs.len()),
+            exs: Vec::with_capacity(runs.len()),
+            sts: Vec::with_capacity(runs.len()),
+            ops: Vec::with_capacity(runs.len()),
+            nrts: Vec::with_capacity(runs.len()),
+            ctxs: Vec::with_capacity(runs.len()),
+            errs: Vec::with_capacity(runs.len()),
+            bos: Vec::with_capacity(runs.len()),
+        };
+        for (k, e) in runs {
+            c.ids.push(k.id);
+            c.rts.push(k.run_time);
+            c.exs.push(k.executor.as_str());
+            c.sts.push(e.status.as_str());
+            c.ops.push(e.operation.as_str());
+            c.nrts.push(e.run_time);
+            c.ctxs.push(e.context.as_ref().map(Json));
+            c.errs.push(e.error.as_deref());
+            c.bos.push(e.backoff_ms as f64);
+        }
+        c
+    }
+}
+
+/// A task whose waiting subtasks `end_and_promote` may start: RUNNING, not
+/// rolling back, locked by the caller.
+#[derive(Debug, Clone, Copy)]
+pub struct Promotable {
+    pub task_id: i64,
+    pub max_concurrency: i32,
+}
+
+/// What `end_and_promote` did, row by row.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Ended {
+    /// `end`: a run whose end was written; `task`: a promotable task's
+    /// standing afterwards; `up`: a subtask made READY or RUNNING.
+    pub kind: String,
+    pub id: i64,
+    pub task_id: i64,
+    /// `end`/`up`: the row's new status.
+    pub status: Option<String>,
+    /// `task`: subtasks READY, RUNNING or CANCELING once the statement is
+    /// done.
+    pub active: Option<i64>,
+    /// `task`: subtasks chosen within the free slots whose several upstreams'
+    /// contexts must be merged by the caller (left PENDING).
+    pub merges: Option<i64>,
+    /// `up` rows that became RUNNING: the run's columns, as the claim
+    /// returns them.
+    pub name: Option<String>,
+    pub class_name: Option<String>,
+    pub operation: Option<String>,
+    pub run_time: Option<i32>,
+    pub retry_limit: Option<i32>,
+    pub timeout_s: Option<i32>,
+    pub parallel_idx: Option<i32>,
+    pub context: Option<Json<Context>>,
+    pub trace_id: Option<String>,
+}
+
+impl Ended {
+    /// The run to start, for an `up` row that became RUNNING.
+    pub fn into_run(self) -> Result<Option<Claimed>> {
+        if self.kind != "up" || self.status.as_deref() != Some("RUNNING") {
+            return Ok(None);
+        }
+        let missing = || super::Error::Corrupt(format!("started run {} lacks a column", self.id));
+        Ok(Some(Claimed {
+            id: self.id,
+            task_id: self.task_id,
+            name: self.name.clone().ok_or_else(missing)?,
+            class_name: self.class_name.clone().ok_or_else(missing)?,
+            operation: super::parse(self.operation.as_deref().ok_or_else(missing)?)?,
+            run_time: self.run_time.ok_or_else(missing)?,
+            retry_limit: self.retry_limit.ok_or_else(missing)?,
+            timeout_s: self.timeout_s.ok_or_else(missing)?,
+            parallel_idx: self.parallel_idx.ok_or_else(missing)?,
+            context: self.context.clone().ok_or_else(missing)?,
+            trace_id: self.trace_id.clone().ok_or_else(missing)?,
+            handoff_s: 0.0,
+        }))
+    }
+}
+
+/// Ends runs, each fenced on (id, run_time, executor, RUNNING|CANCELING),
+/// and in the same statement counts down
+/// the downstreams of the successful ones and starts, within each
+/// promotable task's free slots and in series order, the waiting subtasks
+/// with at most one upstream: a root takes the task's context, any other
+/// node its upstream's (stored deduplicated, so this is the merge of one).
+/// The first `direct` of them become RUNNING for `executor` at once (the
+/// finishing worker runs them without a claim), the rest READY. Subtasks
+/// with several upstreams keep their slot but are left PENDING for the
+/// caller to merge. Each row is written once: a downstream's countdown and
+/// its promotion are one row version.
+pub async fn end_and_promote(
+    conn: &mut PgConnection,
+    runs: &[(RunKey, RunEnd)],
+    tasks: &[Promotable],
+    executor: &str,
+    direct: i64,
+) -> Result<Vec<Ended>> {
     if runs.is_empty() {
         return Ok(Vec::new());
     }
-    let n = runs.len();
-    let (mut ids, mut rts, mut exs, mut sts, mut ops, mut nrts, mut ctxs, mut errs, mut bos) = (
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-    );
-    for (k, e) in runs {
-        ids.push(k.id);
-        rts.push(k.run_time);
-        exs.push(k.executor.as_str());
-        sts.push(e.status.as_str());
-        ops.push(e.operation.as_str());
-        nrts.push(e.run_time);
-        ctxs.push(e.context.as_ref().map(Json));
-        errs.push(e.error.as_deref());
-        bos.push(e.backoff_ms as f64);
-    }
-    Ok(sqlx::query_scalar(
-        "update subtask_instance s \
-         set status = v.st, operation = v.op, run_time = v.nrt, \
-             context = coalesce(v.ctx, s.context), error = v.err, \
-             run_after = case when v.st = 'READY' \
-                 then now() + make_interval(secs => v.bo / 1000) else s.run_after end, \
-             finish_time = case when v.st = 'READY' then s.finish_time else now() end, \
-             executor = null, lease_expires_at = null \
-         from unnest($1::bigint[], $2::int[], $3::text[], $4::text[], $5::text[], $6::int[], \
-                     $7::jsonb[], $8::text[], $9::float8[]) \
-              as v(id, rt, ex, st, op, nrt, ctx, err, bo) \
-         where s.id = v.id and s.run_time = v.rt and s.executor = v.ex \
-           and s.status in ('RUNNING', 'CANCELING') \
-         returning s.id",
+    let cols = RunColumns::of(runs);
+    let task_ids: Vec<i64> = tasks.iter().map(|t| t.task_id).collect();
+    let max_conc: Vec<i32> = tasks.iter().map(|t| t.max_concurrency).collect();
+    // Plans must not depend on fresh statistics (generic plans, tables
+    // that just grew): every lookup is a lateral `offset 0` probe of an
+    // index, CTEs are combined by union and window rather than joined, and
+    // the fence (RUNNING or CANCELING, spelled as the other statuses
+    // excluded) does not imply the predicate of the index on running rows
+    // by executor, so no plan scans all the worker's runs per run: only the
+    // primary key can find a run, in one probe.
+    Ok(sqlx::query_as(
+        "with v as materialized ( \
+             select * from unnest($1::bigint[], $2::int[], $3::text[], $4::text[], $5::text[], \
+                 $6::int[], $7::jsonb[], $8::text[], $9::float8[]) \
+                 as v(id, rt, ex, st, op, nrt, ctx, err, bo) \
+         ), e as ( \
+             update subtask_instance s \
+             set status = v.st, operation = v.op, run_time = v.nrt, \
+                 context = coalesce(v.ctx, s.context), error = v.err, \
+                 run_after = case when v.st = 'READY' \
+                     then now() + make_interval(secs => v.bo / 1000) else s.run_after end, \
+                 finish_time = case when v.st = 'READY' then s.finish_time else now() end, \
+                 executor = null, lease_expires_at = null \
+             from v \
+             where s.id = v.id and s.run_time = v.rt \
+               and s.executor = v.ex \
+               and s.status not in ('PENDING', 'READY', 'FAILED', 'SUCCESSFUL') \
+             returning s.id, s.task_id, s.status, s.context \
+         ), t as materialized ( \
+             select * from unnest($10::bigint[], $11::int[]) as t(id, max_conc) \
+         ), dec as ( \
+             select d.downstream_id as id, count(*)::int as n, (array_agg(e.context))[1] as upctx \
+             from e cross join lateral (select ed.downstream_id from subtask_edge ed \
+                 where ed.upstream_id = e.id offset 0) d \
+             where e.status = 'SUCCESSFUL' \
+             group by d.downstream_id \
+         ), pool as ( \
+             select t.id as task_id, 'cap' as kind, 0::bigint as id, 0 as series_id, \
+                 0 as parallel_idx, null::jsonb as upctx, t.max_conc - a.active as amount, \
+                 a.active as a \
+             from t cross join lateral (select count(*) as active from subtask_instance s \
+                 where s.task_id = t.id and s.status in ('READY', 'RUNNING', 'CANCELING') \
+                 offset 0) a \
+             union all \
+             select e.task_id, 'freed', 0, 0, 0, null, 1, -1 from e where e.status <> 'READY' \
+             union all \
+             select d.task_id, 'cand', d.id, d.series_id, d.parallel_idx, dec.upctx, 0, 0 \
+             from dec cross join lateral (select s.id, s.task_id, s.series_id, s.parallel_idx \
+                 from subtask_instance s \
+                 where s.id = dec.id and s.status = 'PENDING' \
+                   and s.operation in ('EXECUTE', 'RETRY') \
+                   and s.pending_upstreams between 1 and dec.n offset 0) d \
+             union all \
+             select t.id, 'cand', w.id, w.series_id, w.parallel_idx, null, 0, 0 \
+             from t cross join lateral (select s.id, s.series_id, s.parallel_idx \
+                 from subtask_instance s \
+                 where s.task_id = t.id and s.status = 'PENDING' and s.pending_upstreams = 0 \
+                   and s.operation in ('EXECUTE', 'RETRY') offset 0) w \
+         ), ranked as ( \
+             select p.*, sum(p.amount) over (partition by p.task_id) as free, \
+                 bool_or(p.kind = 'cap') over (partition by p.task_id) as promotable, \
+                 row_number() over (partition by p.task_id, p.kind order by p.series_id) as rn \
+             from pool p \
+         ), chosen as ( \
+             select r.task_id, r.id, r.series_id, r.parallel_idx, r.upctx, up.nup \
+             from ranked r \
+             cross join lateral (select count(*) as nup from subtask_edge ed \
+                 where ed.downstream_id = r.id) up \
+             where r.kind = 'cand' and r.promotable and r.rn <= r.free \
+         ), promo as ( \
+             select ch.id, ch.task_id, \
+                 case when ch.nup = 0 \
+                     then (select ti.context from task_instance ti where ti.id = ch.task_id) \
+                     else coalesce(ch.upctx, \
+                         (select (select u.context from subtask_instance u \
+                                  where u.id = ed.upstream_id) \
+                          from subtask_edge ed where ed.downstream_id = ch.id limit 1), \
+                         '{}'::jsonb) \
+                 end || jsonb_build_object('parallel', ch.parallel_idx >= 0, \
+                                           'parallelIdx', ch.parallel_idx) as ctx, \
+                 row_number() over (order by ch.task_id, ch.series_id) as k \
+             from chosen ch \
+             where ch.nup <= 1 \
+         ), upd as ( \
+             update subtask_instance d \
+             set pending_upstreams = greatest(d.pending_upstreams - coalesce(x.n, 0), 0), \
+                 status = case when x.k is null then d.status \
+                     when x.k <= $13 then 'RUNNING' else 'READY' end, \
+                 context = coalesce(x.ctx, d.context), \
+                 run_after = case when x.k is null then d.run_after \
+                     when x.k <= $13 then now() else clock_timestamp() end, \
+                 executor = case when x.k <= $13 then $12 end, \
+                 lease_expires_at = case when x.k <= $13 \
+                     then now() + make_interval(secs => d.timeout_s) end, \
+                 start_time = case when x.k <= $13 then now() else d.start_time end, \
+                 finish_time = case when x.k is null then d.finish_time end, \
+                 error = case when x.k is null then d.error end \
+             from (select coalesce(dec.id, promo.id) as id, dec.n, promo.k, promo.ctx \
+                   from dec full join promo on promo.id = dec.id) x \
+             where d.id = x.id and d.status = 'PENDING' \
+             returning d.id, d.task_id, d.status, d.name, d.class_name, d.operation, d.run_time, \
+                 d.retry_limit, d.timeout_s, d.parallel_idx, d.context \
+         ), l as ( \
+             insert into subtask_log (subtask_id, run_time, line) \
+             select id, run_time, \
+                 '==================== ' || operation || ' run ' || run_time || ' of ' || name \
+                 || ' on ' || $12 || ' at ' \
+                 || to_char(now() at time zone 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"') \
+                 || ' ====================' \
+             from upd where status = 'RUNNING' \
+         ) \
+         select 'end' as kind, e.id, e.task_id, e.status, null::bigint as active, \
+             null::bigint as merges, null::text as name, null::text as class_name, \
+             null::text as operation, null::int as run_time, null::int as retry_limit, \
+             null::int as timeout_s, null::int as parallel_idx, null::jsonb as context, \
+             null::text as trace_id, null::float8 as handoff_s \
+         from e \
+         union all \
+         select 'task', 0, x.task_id, null, sum(x.a)::bigint, sum(x.m)::bigint, \
+             null, null, null, null, null, null, null, null, null, null \
+         from ( \
+             select task_id, a, 0 as m from ranked where promotable and kind <> 'cand' \
+             union all select task_id, 1, 0 from promo \
+             union all select task_id, 0, 1 from chosen where nup > 1 \
+         ) x group by x.task_id \
+         union all \
+         select 'up', u.id, u.task_id, u.status, null, null, u.name, u.class_name, u.operation, \
+             u.run_time, u.retry_limit, u.timeout_s, u.parallel_idx, u.context, \
+             case when u.status = 'RUNNING' \
+                 then (select ti.trace_id from task_instance ti where ti.id = u.task_id) end, \
+             0::float8 \
+         from upd u where u.status <> 'PENDING'",
     )
-    .bind(&ids)
-    .bind(&rts)
-    .bind(&exs)
-    .bind(&sts)
-    .bind(&ops)
-    .bind(&nrts)
-    .bind(&ctxs)
-    .bind(&errs)
-    .bind(&bos)
+    .bind(&cols.ids)
+    .bind(&cols.rts)
+    .bind(&cols.exs)
+    .bind(&cols.sts)
+    .bind(&cols.ops)
+    .bind(&cols.nrts)
+    .bind(&cols.ctxs)
+    .bind(&cols.errs)
+    .bind(&cols.bos)
+    .bind(&task_ids)
+    .bind(&max_conc)
+    .bind(executor)
+    .bind(direct)
     .fetch_all(conn)
     .await?)
 }
@@ -349,14 +569,16 @@ pub async fn waiting_for_slots(
     free: &[i64],
 ) -> Result<Vec<Waiting>> {
     Ok(sqlx::query_as(
-        "select id, task_id, parallel_idx from ( \
-             select s.id, s.task_id, s.parallel_idx, v.free, \
-                 row_number() over (partition by s.task_id order by s.series_id) as rn \
-             from subtask_instance s \
-             join unnest($1::bigint[], $2::bigint[]) as v(task_id, free) on v.task_id = s.task_id \
-             where s.status = 'PENDING' and s.pending_upstreams = 0 \
+        // A lateral index scan per task: a join against the unnest would
+        // let a generic plan scan the whole table, history included.
+        "select w.id, v.task_id, w.parallel_idx \
+         from unnest($1::bigint[], $2::bigint[]) as v(task_id, free) \
+         cross join lateral ( \
+             select s.id, s.parallel_idx, s.series_id from subtask_instance s \
+             where s.task_id = v.task_id and s.status = 'PENDING' and s.pending_upstreams = 0 \
                and s.operation in ('EXECUTE', 'RETRY') \
-         ) x where rn <= free order by task_id, rn",
+             order by s.series_id limit v.free \
+         ) w order by v.task_id, w.series_id",
     )
     .bind(tasks)
     .bind(free)
@@ -371,9 +593,15 @@ pub async fn upstream_contexts(
     ids: &[i64],
 ) -> Result<Vec<(i64, Option<Json<Context>>)>> {
     Ok(sqlx::query_as(
-        "select e.downstream_id, u.context from subtask_edge e \
-         join subtask_instance u on u.id = e.upstream_id \
-         where e.downstream_id = any($1) order by e.downstream_id, u.series_id",
+        // Lateral per downstream (`offset 0` keeps it from being flattened),
+        // so that even a generic plan with stale statistics looks the
+        // upstreams up by index instead of hashing the whole table.
+        "select d.id, x.context from unnest($1::bigint[]) as d(id) \
+         cross join lateral ( \
+             select u.context, u.series_id from subtask_edge e \
+             join subtask_instance u on u.id = e.upstream_id \
+             where e.downstream_id = d.id offset 0 \
+         ) x order by d.id, x.series_id",
     )
     .bind(ids)
     .fetch_all(conn)

@@ -920,3 +920,155 @@ async fn the_claim_uses_the_partial_index_on_ready_rows() {
     println!("{plan}");
     assert!(plan.contains("subtask_instance_ready_idx"), "{plan}");
 }
+
+fn succeeded(
+    c: &store::subtask::Claimed,
+    executor: &str,
+    ctx: Option<Context>,
+) -> engine::Finished {
+    engine::Finished {
+        run: store::subtask::RunKey {
+            id: c.id,
+            run_time: c.run_time,
+            executor: executor.into(),
+        },
+        task_id: c.task_id,
+        operation: c.operation,
+        retry_limit: c.retry_limit,
+        class_name: c.class_name.clone(),
+        outcome: engine::Outcome::Succeeded(ctx),
+    }
+}
+
+#[tokio::test]
+async fn the_finishing_worker_starts_successors_itself_within_the_concurrency_limit() {
+    let db = TestDb::new().await;
+    let mut t = new_task("direct");
+    t.max_concurrency = 2;
+    t.context.set("cluster", "c1");
+    t.context
+        .list_map
+        .insert("ids".into(), vec!["1".into(), "1".into(), "2".into()]);
+    let id = submit_with(
+        &db,
+        t,
+        vec![
+            NodeSpec::new("a", "test.noop", 10),
+            NodeSpec::new("b", "test.noop", 10).after(&["a"]),
+            NodeSpec::new("c", "test.noop", 10).after(&["a"]),
+            NodeSpec::new("d", "test.noop", 10).after(&["a"]),
+            NodeSpec::new("e", "test.noop", 10).after(&["b"]),
+        ],
+    )
+    .await;
+    let cfg = fast_cfg();
+    let claimed = store::subtask::claim(&db.pool, "w1", 10).await.unwrap();
+    assert_eq!(claimed.len(), 1);
+    let mut out = claimed[0].context.0.clone();
+    out.set("from_a", "1");
+    let a_done = succeeded(&claimed[0], "w1", Some(out));
+
+    let (applied, started) =
+        engine::finish_and_start(&db.pool, &cfg, std::slice::from_ref(&a_done), "w1", 10)
+            .await
+            .unwrap();
+    assert_eq!(applied, vec![true]);
+    // Two slots: b and c start on w1 at once, in series order; d waits.
+    let names: Vec<&str> = started.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(names, ["b", "c"]);
+    let subs = subtasks(&db, id).await;
+    for n in ["b", "c"] {
+        let s = &subs[n];
+        assert_eq!(s.status, S::Running, "{n}");
+        assert_eq!(s.executor.as_deref(), Some("w1"), "{n}");
+        assert_eq!(s.start_time, s.run_after, "{n} never waited READY");
+        let ctx = s.context.clone().unwrap().0;
+        assert_eq!(ctx.get("from_a"), Some("1"), "{n}");
+        assert_eq!(ctx.get("cluster"), Some("c1"), "{n}");
+        assert_eq!(
+            ctx.list("ids"),
+            ["1", "2"],
+            "{n}: one upstream's context, deduplicated"
+        );
+        assert_eq!(ctx.parallel_idx, -1);
+        let logs = store::log::lines(&db.pool, s.id, Some(1)).await.unwrap();
+        assert!(logs[0].1.contains("on w1"), "{n}: {logs:?}");
+    }
+    assert_eq!(subs["d"].status, S::Pending);
+    assert_eq!(started[0].context.0, subs["b"].context.clone().unwrap().0);
+
+    // The same result again is fenced out and starts nothing.
+    let (applied, again) = engine::finish_and_start(&db.pool, &cfg, &[a_done], "w1", 10)
+        .await
+        .unwrap();
+    assert_eq!((applied, again.len()), (vec![false], 0));
+
+    // b's end frees one slot: d (waiting since a) comes before e in series
+    // order, and with no slot to start into it goes READY for any worker.
+    let b = started.iter().find(|c| c.name == "b").unwrap();
+    let (applied, none) =
+        engine::finish_and_start(&db.pool, &cfg, &[succeeded(b, "w1", None)], "w1", 0)
+            .await
+            .unwrap();
+    assert_eq!((applied, none.len()), (vec![true], 0));
+    let subs = subtasks(&db, id).await;
+    assert_eq!(subs["d"].status, S::Ready);
+    assert_eq!(subs["e"].status, S::Pending);
+    assert_eq!(subs["e"].pending_upstreams, 0);
+    assert_eq!(subs["c"].status, S::Running);
+
+    let c = started.iter().find(|c| c.name == "c").unwrap();
+    engine::finish_batch(&db.pool, &cfg, &[succeeded(c, "w1", None)])
+        .await
+        .unwrap();
+    worker(&db).drain().await.unwrap();
+    assert_eq!(task_status(&db, id).await.0, TaskStatus::Successful);
+    assert_eq!(
+        subtasks(&db, id).await["e"]
+            .context
+            .clone()
+            .unwrap()
+            .0
+            .get("from_a"),
+        Some("1")
+    );
+}
+
+#[tokio::test]
+async fn a_running_worker_runs_a_chain_without_claiming_each_step() {
+    let db = TestDb::new().await;
+    let nodes: Vec<NodeSpec> = (0..6)
+        .map(|i| {
+            let n = NodeSpec::new(&format!("s{i}"), "test.noop", 10);
+            if i == 0 {
+                n
+            } else {
+                n.after(&[&format!("s{}", i - 1)])
+            }
+        })
+        .collect();
+    let id = submit(&db, nodes).await;
+    let w = worker(&db);
+    let w_id = w.id().to_string();
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let run = tokio::spawn(w.run(shutdown.clone()));
+    wait_for("the chain to finish", Duration::from_secs(10), || async {
+        (task_status(&db, id).await.0 == TaskStatus::Successful).then_some(())
+    })
+    .await;
+    shutdown.cancel();
+    run.await.unwrap().unwrap();
+    let subs = subtasks(&db, id).await;
+    for i in 1..6 {
+        let s = &subs[&format!("s{i}")];
+        assert_eq!(s.status, S::Successful);
+        assert_eq!(
+            s.start_time, s.run_after,
+            "s{i} was started by the finisher"
+        );
+        let logs = store::log::lines(&db.pool, s.id, Some(1)).await.unwrap();
+        assert!(logs[0].1.contains(&w_id), "s{i}: {logs:?}");
+        let up = &subs[&format!("s{}", i - 1)];
+        assert!(s.start_time.unwrap() >= up.finish_time.unwrap());
+    }
+}
