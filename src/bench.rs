@@ -318,7 +318,8 @@ async fn fill_history(pool: &PgPool, n: i64) -> anyhow::Result<()> {
     if n <= 0 {
         return Ok(());
     }
-    // One finished task per 10 subtasks, inserted in chunks.
+    // One finished task per 10 subtasks, each a chain (9 edges), inserted
+    // in chunks.
     let chunk = 100_000i64;
     let mut done = 0;
     while done < n {
@@ -330,14 +331,20 @@ async fn fill_history(pool: &PgPool, n: i64) -> anyhow::Result<()> {
                  select 'history', 'SUCCESSFUL', 'EXECUTE', 'bench', '{}'::jsonb, 'history', now() \
                  from generate_series(1, ($1::bigint + 9) / 10) \
                  returning id \
-             ), n as (select id, row_number() over () as r from t) \
-             insert into subtask_instance (task_id, series_id, name, description, class_name, \
-                 status, operation, timeout_s, pending_upstreams, context, start_time, \
-                 finish_time, run_after) \
-             select n.id, s, 'history', 'history', 'test.noop', 'SUCCESSFUL', 'EXECUTE', 60, 0, \
-                 '{}'::jsonb, now(), now(), now() \
-             from n, generate_series(0, 9) s \
-             where (n.r - 1) * 10 + s < $1",
+             ), n as (select id, row_number() over () as r from t), \
+             s as ( \
+                 insert into subtask_instance (task_id, series_id, name, description, \
+                     class_name, status, operation, timeout_s, pending_upstreams, context, \
+                     start_time, finish_time, run_after) \
+                 select n.id, s, 'history', 'history', 'test.noop', 'SUCCESSFUL', 'EXECUTE', \
+                     60, 0, '{}'::jsonb, now(), now(), now() \
+                 from n, generate_series(0, 9) s \
+                 where (n.r - 1) * 10 + s < $1 \
+                 returning id, task_id, series_id \
+             ) \
+             insert into subtask_edge (upstream_id, downstream_id) \
+             select a.id, b.id from s a \
+             join s b on b.task_id = a.task_id and b.series_id = a.series_id + 1",
         )
         .bind(k)
         .execute(pool)

@@ -60,6 +60,7 @@ pub async fn finish_and_start(
     task_ids.sort_unstable();
     task_ids.dedup();
     let mut tx = pool.begin().await?;
+    store::prefer_index_scans(&mut tx).await?;
     let mut tasks = store::task::lock_many(&mut tx, &task_ids).await?;
     let mut notify = false;
     let mut applied = vec![false; items.len()];

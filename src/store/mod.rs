@@ -46,6 +46,17 @@ pub(crate) fn parse<T: std::str::FromStr<Err = String>>(s: &str) -> Result<T> {
     s.parse().map_err(Error::Corrupt)
 }
 
+/// For the rest of the caller's transaction, plans take indexes over
+/// sequential scans. The finishing statements touch a few rows by key; with
+/// statistics that lag a fast-growing table the planner would otherwise
+/// hash-join them against a scan of every subtask, history included.
+pub async fn prefer_index_scans(conn: &mut sqlx::PgConnection) -> Result<()> {
+    sqlx::query("set local enable_seqscan = off")
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
 /// Sends the wake-up hint to idle workers; delivered when the caller's
 /// transaction commits, and collapsed with its duplicates.
 pub async fn notify_ready(conn: &mut sqlx::PgConnection) -> Result<()> {
