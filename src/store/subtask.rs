@@ -10,6 +10,22 @@ use sqlx::types::Json;
 use sqlx::{PgConnection, PgExecutor};
 use std::collections::HashMap;
 
+/// The separator line that opens a run's log: `'… run N of name on
+/// {executor} at {time} …'`, as a SQL expression over the run's row, with the
+/// executor given as a bind parameter (`"$1"`).
+macro_rules! separator_line {
+    ($executor:literal) => {
+        concat!(
+            "'==================== ' || operation || ' run ' || run_time || ' of ' || name \
+             || ' on ' || ",
+            $executor,
+            " || ' at ' \
+             || to_char(now() at time zone 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"') \
+             || ' ===================='"
+        )
+    };
+}
+
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct SubtaskRow {
     pub id: i64,
@@ -187,7 +203,7 @@ pub struct Claimed {
 /// READY rows), mark them RUNNING for `executor`, and write each run's
 /// opening separator line to its log.
 pub async fn claim(ex: impl PgExecutor<'_>, executor: &str, limit: i64) -> Result<Vec<Claimed>> {
-    Ok(sqlx::query_as(
+    Ok(sqlx::query_as(concat!(
         "with c as materialized ( \
              select id from subtask_instance \
              where status = 'READY' and run_after <= now() \
@@ -206,16 +222,14 @@ pub async fn claim(ex: impl PgExecutor<'_>, executor: &str, limit: i64) -> Resul
                  extract(epoch from now() - s.run_after)::float8 as handoff_s \
          ), l as ( \
              insert into subtask_log (subtask_id, run_time, line) \
-             select id, run_time, \
-                 '==================== ' || operation || ' run ' || run_time || ' of ' || name \
-                 || ' on ' || $1 || ' at ' \
-                 || to_char(now() at time zone 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"') \
-                 || ' ====================' \
+             select id, run_time, ",
+        separator_line!("$1"),
+        " \
              from u \
          ) \
          select id, task_id, name, class_name, operation, run_time, retry_limit, timeout_s, \
              parallel_idx, context, trace_id, handoff_s from u",
-    )
+    ))
     .bind(executor)
     .bind(limit)
     .fetch_all(ex)
@@ -376,7 +390,7 @@ pub async fn end_and_promote(
     // excluded) does not imply the predicate of the index on running rows
     // by executor, so no plan scans all the worker's runs per run: only the
     // primary key can find a run, in one probe.
-    Ok(sqlx::query_as(
+    Ok(sqlx::query_as(concat!(
         "with v as materialized ( \
              select * from unnest($1::bigint[], $2::int[], $3::text[], $4::text[], $5::text[], \
                  $6::int[], $7::jsonb[], $8::text[], $9::float8[]) \
@@ -470,11 +484,9 @@ pub async fn end_and_promote(
                  d.retry_limit, d.timeout_s, d.parallel_idx, d.context \
          ), l as ( \
              insert into subtask_log (subtask_id, run_time, line) \
-             select id, run_time, \
-                 '==================== ' || operation || ' run ' || run_time || ' of ' || name \
-                 || ' on ' || $12 || ' at ' \
-                 || to_char(now() at time zone 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"') \
-                 || ' ====================' \
+             select id, run_time, ",
+        separator_line!("$12"),
+        " \
              from upd where status = 'RUNNING' \
          ) \
          select 'end' as kind, e.id, e.task_id, e.status, null::bigint as active, \
@@ -498,7 +510,7 @@ pub async fn end_and_promote(
                  then (select ti.trace_id from task_instance ti where ti.id = u.task_id) end, \
              0::float8 \
          from upd u where u.status <> 'PENDING'",
-    )
+    ))
     .bind(&cols.ids)
     .bind(&cols.rts)
     .bind(&cols.exs)
