@@ -113,8 +113,12 @@ pub async fn migrations_applied(pool: &PgPool) -> Result<bool> {
     Ok(applied.unwrap_or(0) as usize >= known_migrations())
 }
 
-/// A pool whose connections are checked before use, so a restarted
-/// PostgreSQL or a terminated backend costs one failed query, not a wedge.
+/// Idle time after which a pooled connection is pinged before use.
+const IDLE_PING_AFTER: Duration = Duration::from_secs(1);
+
+/// A pool whose connections are checked before use when they sat idle, so a
+/// restarted PostgreSQL or a terminated backend costs at most one failed
+/// query, not a wedge.
 /// JIT is off: the engine's statements are short, and compiling them took
 /// longer (~70 ms) than running them whenever the planner's estimate
 /// crossed `jit_above_cost`.
@@ -125,7 +129,18 @@ pub async fn connect(database_url: &str, max_connections: u32) -> Result<PgPool>
     let pool = PgPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(Duration::from_secs(10))
-        .test_before_acquire(true)
+        // sqlx already pings every connection it takes back; pinging again
+        // on every acquire added a round trip to every hot statement (the
+        // claim, the submit) on its way to the database.
+        .test_before_acquire(false)
+        .before_acquire(|conn, meta| {
+            Box::pin(async move {
+                if meta.idle_for >= IDLE_PING_AFTER {
+                    sqlx::Connection::ping(conn).await?;
+                }
+                Ok(true)
+            })
+        })
         .connect_with(options)
         .await?;
     Ok(pool)
