@@ -1,5 +1,5 @@
 //! Submitting a task: validate the DAG, then insert the task, its subtasks
-//! and edges and mark the roots READY, all in one transaction.
+//! and edges and mark the roots READY, all in one statement.
 
 use super::{finish::input_of, Error, Result};
 use crate::dag::{self, DagSpec};
@@ -61,7 +61,7 @@ pub async fn submit(pool: &PgPool, task: &NewTask, spec: &DagSpec) -> Result<Sub
 
 /// Inserts the task with its roots already READY (the first
 /// `max_concurrency` of them, in series order, the rest waiting for a slot),
-/// so a submit is three statements and a notify.
+/// so a submit is one statement.
 async fn insert(pool: &PgPool, task: &NewTask, plan: &dag::Plan) -> Result<TaskId> {
     let mut slots = task.max_concurrency.max(0) as usize;
     let ready: Vec<Option<Context>> = plan
@@ -74,11 +74,7 @@ async fn insert(pool: &PgPool, task: &NewTask, plan: &dag::Plan) -> Result<TaskI
             })
         })
         .collect();
-    let mut tx = pool.begin().await?;
-    let id = store::task::insert(&mut tx, task).await?;
-    store::subtask::insert_plan(&mut tx, id, plan, &ready).await?;
-    store::notify_ready(&mut tx).await?;
-    tx.commit().await?;
+    let id = store::task::insert(pool, task, plan, &ready).await?;
     tracing::info!(task_id = id.0, name = %task.name, trace_id = %task.trace_id, "task submitted");
     Ok(id)
 }

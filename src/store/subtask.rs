@@ -60,87 +60,65 @@ const COLUMNS: &str = "id, task_id, series_id, name, description, class_name, no
      pending_upstreams, pending_downstreams, context, executor, run_after, lease_expires_at, \
      start_time, finish_time, error";
 
-/// Inserts a planned DAG and its edges; returns the subtask ids in plan
-/// order (series id order). A node with an input in `ready` starts READY
-/// with that context, every other one PENDING.
-pub async fn insert_plan(
-    conn: &mut PgConnection,
-    task: TaskId,
-    plan: &Plan,
-    ready: &[Option<Context>],
-) -> Result<Vec<i64>> {
-    let n = plan.nodes.len();
-    let mut series = Vec::with_capacity(n);
-    let mut names = Vec::with_capacity(n);
-    let mut descriptions = Vec::with_capacity(n);
-    let mut classes = Vec::with_capacity(n);
-    let mut timeouts = Vec::with_capacity(n);
-    let mut retries = Vec::with_capacity(n);
-    let mut parallel = Vec::with_capacity(n);
-    let mut prohibit = Vec::with_capacity(n);
-    let mut pending = Vec::with_capacity(n);
-    let mut statuses = Vec::with_capacity(n);
-    let mut contexts = Vec::with_capacity(n);
-    for (i, node) in plan.nodes.iter().enumerate() {
-        let input = ready.get(i).and_then(Option::as_ref);
-        statuses.push(if input.is_some() { "READY" } else { "PENDING" });
-        contexts.push(input.map(Json));
-        series.push(i as i32);
-        names.push(node.spec.name.clone());
-        descriptions.push(node.spec.description.clone());
-        classes.push(node.spec.class_name.clone());
-        timeouts.push(node.spec.timeout_s);
-        retries.push(node.spec.retry_limit);
-        parallel.push(node.parallel_idx);
-        prohibit.push(node.spec.prohibit_rollback);
-        pending.push(node.upstreams.len() as i32);
-    }
-    let ids: Vec<i64> = sqlx::query_scalar(
-        "insert into subtask_instance (task_id, series_id, name, description, class_name, status, \
-             operation, timeout_s, retry_limit, parallel_idx, prohibit_rollback, pending_upstreams, \
-             context, run_after) \
-         select $1, s, nm, d, c, st, 'EXECUTE', t, r, p, pr, pu, ctx, \
-             case when st = 'READY' then clock_timestamp() end \
-         from unnest($2::int[], $3::text[], $4::text[], $5::text[], $6::int[], $7::int[], \
-                     $8::int[], $9::bool[], $10::int[], $11::text[], $12::jsonb[]) \
-              as v(s, nm, d, c, t, r, p, pr, pu, st, ctx) \
-         order by s \
-         returning id",
-    )
-    .bind(task.0)
-    .bind(&series)
-    .bind(&names)
-    .bind(&descriptions)
-    .bind(&classes)
-    .bind(&timeouts)
-    .bind(&retries)
-    .bind(&parallel)
-    .bind(&prohibit)
-    .bind(&pending)
-    .bind(&statuses)
-    .bind(&contexts)
-    .fetch_all(&mut *conn)
-    .await?;
-    // `returning` follows the insert order, which `order by s` fixes.
-    let mut ups = Vec::new();
-    let mut downs = Vec::new();
-    for (i, node) in plan.nodes.iter().enumerate() {
-        for &u in &node.upstreams {
-            ups.push(ids[u]);
-            downs.push(ids[i]);
+/// A planned DAG as the column arrays of one `insert … select from unnest`:
+/// series ids are plan indexes, edges are pairs of them.
+pub(super) struct PlanColumns {
+    pub series: Vec<i32>,
+    pub names: Vec<String>,
+    pub descriptions: Vec<String>,
+    pub classes: Vec<String>,
+    pub timeouts: Vec<i32>,
+    pub retries: Vec<i32>,
+    pub parallel: Vec<i32>,
+    pub prohibit: Vec<bool>,
+    pub pending: Vec<i32>,
+    pub statuses: Vec<&'static str>,
+    pub contexts: Vec<Option<Json<Context>>>,
+    pub edge_ups: Vec<i32>,
+    pub edge_downs: Vec<i32>,
+}
+
+impl PlanColumns {
+    /// A node with an input in `ready` starts READY with that context,
+    /// every other one PENDING.
+    pub(super) fn new(plan: &Plan, ready: &[Option<Context>]) -> Self {
+        let n = plan.nodes.len();
+        let mut c = PlanColumns {
+            series: Vec::with_capacity(n),
+            names: Vec::with_capacity(n),
+            descriptions: Vec::with_capacity(n),
+            classes: Vec::with_capacity(n),
+            timeouts: Vec::with_capacity(n),
+            retries: Vec::with_capacity(n),
+            parallel: Vec::with_capacity(n),
+            prohibit: Vec::with_capacity(n),
+            pending: Vec::with_capacity(n),
+            statuses: Vec::with_capacity(n),
+            contexts: Vec::with_capacity(n),
+            edge_ups: Vec::new(),
+            edge_downs: Vec::new(),
+        };
+        for (i, node) in plan.nodes.iter().enumerate() {
+            let input = ready.get(i).and_then(Option::as_ref);
+            c.statuses
+                .push(if input.is_some() { "READY" } else { "PENDING" });
+            c.contexts.push(input.cloned().map(Json));
+            c.series.push(i as i32);
+            c.names.push(node.spec.name.clone());
+            c.descriptions.push(node.spec.description.clone());
+            c.classes.push(node.spec.class_name.clone());
+            c.timeouts.push(node.spec.timeout_s);
+            c.retries.push(node.spec.retry_limit);
+            c.parallel.push(node.parallel_idx);
+            c.prohibit.push(node.spec.prohibit_rollback);
+            c.pending.push(node.upstreams.len() as i32);
+            for &u in &node.upstreams {
+                c.edge_ups.push(u as i32);
+                c.edge_downs.push(i as i32);
+            }
         }
+        c
     }
-    if !ups.is_empty() {
-        sqlx::query(
-            "insert into subtask_edge (upstream_id, downstream_id) \
-             select u, d from unnest($1::bigint[], $2::bigint[]) as v(u, d)",
-        )
-        .bind(&ups)
-        .bind(&downs)
-        .execute(&mut *conn)
-        .await?;
-    }
-    Ok(ids)
 }
 
 pub async fn get(ex: impl PgExecutor<'_>, id: i64) -> Result<Option<SubtaskRow>> {

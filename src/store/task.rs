@@ -1,6 +1,8 @@
 //! SQL of the `task_instance` aggregate.
 
+use super::subtask::PlanColumns;
 use super::Result;
+use crate::dag::Plan;
 use crate::model::{Context, TaskId, TaskOperation, TaskStatus, TaskType};
 use chrono::{DateTime, Utc};
 use sqlx::types::Json;
@@ -37,7 +39,7 @@ const COLUMNS: &str = "id, name, type, status, operation, task_definition_id, cr
      cluster_id, host_id, server_id, target_key, context, prohibit_rollback, max_concurrency, \
      trace_id, idempotency_key, create_time, start_time, finish_time";
 
-/// A task to insert; its subtasks are inserted separately.
+/// A task to insert, with its plan.
 #[derive(Debug, Clone)]
 pub struct NewTask {
     pub name: String,
@@ -55,13 +57,43 @@ pub struct NewTask {
     pub idempotency_key: Option<String>,
 }
 
-pub async fn insert(conn: &mut PgConnection, t: &NewTask) -> Result<TaskId> {
+/// Inserts a task with its planned subtasks and edges and wakes the
+/// workers, in one statement: nothing is visible until it all is, and the
+/// roots' READY time is taken one round trip before the commit. Subtasks
+/// with an input in `ready` start READY with it, the rest PENDING.
+pub async fn insert(
+    ex: impl PgExecutor<'_>,
+    t: &NewTask,
+    plan: &Plan,
+    ready: &[Option<Context>],
+) -> Result<TaskId> {
+    let c = PlanColumns::new(plan, ready);
     let id: i64 = sqlx::query_scalar(
-        "insert into task_instance (name, type, status, operation, creator, executor, cluster_id, \
-             host_id, server_id, target_key, context, prohibit_rollback, max_concurrency, trace_id, \
-             idempotency_key) \
-         values ($1, $2, 'RUNNING', 'EXECUTE', $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
-         returning id",
+        "with t as ( \
+             insert into task_instance (name, type, status, operation, creator, executor, \
+                 cluster_id, host_id, server_id, target_key, context, prohibit_rollback, \
+                 max_concurrency, trace_id, idempotency_key) \
+             values ($1, $2, 'RUNNING', 'EXECUTE', $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
+             returning id \
+         ), s as ( \
+             insert into subtask_instance (task_id, series_id, name, description, class_name, \
+                 status, operation, timeout_s, retry_limit, parallel_idx, prohibit_rollback, \
+                 pending_upstreams, context, run_after) \
+             select t.id, v.s, v.nm, v.d, v.c, v.st, 'EXECUTE', v.t, v.r, v.p, v.pr, v.pu, v.ctx, \
+                 case when v.st = 'READY' then clock_timestamp() end \
+             from t, unnest($14::int[], $15::text[], $16::text[], $17::text[], $18::int[], \
+                            $19::int[], $20::int[], $21::bool[], $22::int[], $23::text[], \
+                            $24::jsonb[]) as v(s, nm, d, c, t, r, p, pr, pu, st, ctx) \
+             order by v.s \
+             returning id, series_id \
+         ), e as ( \
+             insert into subtask_edge (upstream_id, downstream_id) \
+             select su.id, sd.id \
+             from unnest($25::int[], $26::int[]) as x(u, d) \
+             join s su on su.series_id = x.u \
+             join s sd on sd.series_id = x.d \
+         ) \
+         select t.id from t, (select pg_notify('taskd_ready', '')) n",
     )
     .bind(&t.name)
     .bind(t.task_type.as_str())
@@ -76,7 +108,20 @@ pub async fn insert(conn: &mut PgConnection, t: &NewTask) -> Result<TaskId> {
     .bind(t.max_concurrency)
     .bind(&t.trace_id)
     .bind(&t.idempotency_key)
-    .fetch_one(conn)
+    .bind(&c.series)
+    .bind(&c.names)
+    .bind(&c.descriptions)
+    .bind(&c.classes)
+    .bind(&c.timeouts)
+    .bind(&c.retries)
+    .bind(&c.parallel)
+    .bind(&c.prohibit)
+    .bind(&c.pending)
+    .bind(&c.statuses)
+    .bind(&c.contexts)
+    .bind(&c.edge_ups)
+    .bind(&c.edge_downs)
+    .fetch_one(ex)
     .await?;
     Ok(TaskId(id))
 }

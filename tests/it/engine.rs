@@ -1072,3 +1072,39 @@ async fn a_running_worker_runs_a_chain_without_claiming_each_step() {
         assert!(s.start_time.unwrap() >= up.finish_time.unwrap());
     }
 }
+
+#[tokio::test]
+async fn a_submit_inserts_everything_at_once_and_notifies_the_workers() {
+    let db = TestDb::new().await;
+    let mut listener = sqlx::postgres::PgListener::connect_with(&db.pool)
+        .await
+        .unwrap();
+    listener.listen("taskd_ready").await.unwrap();
+    let id = submit(
+        &db,
+        vec![
+            NodeSpec::new("a", "test.noop", 10),
+            NodeSpec::new("b", "test.noop", 10),
+            NodeSpec::new("c", "test.noop", 10).after(&["a", "b"]),
+        ],
+    )
+    .await;
+    let n = tokio::time::timeout(Duration::from_secs(10), listener.recv())
+        .await
+        .expect("a notification within 10 s")
+        .unwrap();
+    assert_eq!(n.channel(), "taskd_ready");
+    let subs = subtasks(&db, id).await;
+    assert_eq!(subs["a"].status, S::Ready);
+    assert_eq!(subs["b"].status, S::Ready);
+    assert_eq!(subs["c"].status, S::Pending);
+    assert_eq!(subs["c"].pending_upstreams, 2);
+    let ups: Vec<i64> = sqlx::query_scalar(
+        "select upstream_id from subtask_edge where downstream_id = $1 order by upstream_id",
+    )
+    .bind(subs["c"].id)
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(ups, vec![subs["a"].id, subs["b"].id]);
+}
