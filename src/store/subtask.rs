@@ -1,8 +1,7 @@
-//! SQL of the `subtask_instance` aggregate and its DAG edges: insert, claim,
+//! SQL of the `subtask_instance` aggregate and its DAG edges: claim,
 //! fenced run endings, promotion counters and the sweeper's queries.
 
 use super::Result;
-use crate::dag::Plan;
 use crate::model::transitions::StatusCounts;
 use crate::model::{Context, SubtaskOperation, SubtaskStatus, TaskId};
 use chrono::{DateTime, Utc};
@@ -59,67 +58,6 @@ const COLUMNS: &str = "id, task_id, series_id, name, description, class_name, no
      operation, run_time, timeout_s, retry_limit, parallel_idx, prohibit_rollback, \
      pending_upstreams, pending_downstreams, context, executor, run_after, lease_expires_at, \
      start_time, finish_time, error";
-
-/// A planned DAG as the column arrays of one `insert … select from unnest`:
-/// series ids are plan indexes, edges are pairs of them.
-pub(super) struct PlanColumns {
-    pub series: Vec<i32>,
-    pub names: Vec<String>,
-    pub descriptions: Vec<String>,
-    pub classes: Vec<String>,
-    pub timeouts: Vec<i32>,
-    pub retries: Vec<i32>,
-    pub parallel: Vec<i32>,
-    pub prohibit: Vec<bool>,
-    pub pending: Vec<i32>,
-    pub statuses: Vec<&'static str>,
-    pub contexts: Vec<Option<Json<Context>>>,
-    pub edge_ups: Vec<i32>,
-    pub edge_downs: Vec<i32>,
-}
-
-impl PlanColumns {
-    /// A node with an input in `ready` starts READY with that context,
-    /// every other one PENDING.
-    pub(super) fn new(plan: &Plan, ready: &[Option<Context>]) -> Self {
-        let n = plan.nodes.len();
-        let mut c = PlanColumns {
-            series: Vec::with_capacity(n),
-            names: Vec::with_capacity(n),
-            descriptions: Vec::with_capacity(n),
-            classes: Vec::with_capacity(n),
-            timeouts: Vec::with_capacity(n),
-            retries: Vec::with_capacity(n),
-            parallel: Vec::with_capacity(n),
-            prohibit: Vec::with_capacity(n),
-            pending: Vec::with_capacity(n),
-            statuses: Vec::with_capacity(n),
-            contexts: Vec::with_capacity(n),
-            edge_ups: Vec::new(),
-            edge_downs: Vec::new(),
-        };
-        for (i, node) in plan.nodes.iter().enumerate() {
-            let input = ready.get(i).and_then(Option::as_ref);
-            c.statuses
-                .push(if input.is_some() { "READY" } else { "PENDING" });
-            c.contexts.push(input.cloned().map(Json));
-            c.series.push(i as i32);
-            c.names.push(node.spec.name.clone());
-            c.descriptions.push(node.spec.description.clone());
-            c.classes.push(node.spec.class_name.clone());
-            c.timeouts.push(node.spec.timeout_s);
-            c.retries.push(node.spec.retry_limit);
-            c.parallel.push(node.parallel_idx);
-            c.prohibit.push(node.spec.prohibit_rollback);
-            c.pending.push(node.upstreams.len() as i32);
-            for &u in &node.upstreams {
-                c.edge_ups.push(u as i32);
-                c.edge_downs.push(i as i32);
-            }
-        }
-        c
-    }
-}
 
 pub async fn get(ex: impl PgExecutor<'_>, id: i64) -> Result<Option<SubtaskRow>> {
     let sql = format!("select {COLUMNS} from subtask_instance where id = $1");

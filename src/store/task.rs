@@ -1,6 +1,6 @@
-//! SQL of the `task_instance` aggregate.
+//! SQL of the `task_instance` aggregate; a task is inserted together with its
+//! subtasks and their edges.
 
-use super::subtask::PlanColumns;
 use super::Result;
 use crate::dag::Plan;
 use crate::model::{Context, TaskId, TaskOperation, TaskStatus, TaskType};
@@ -55,6 +55,59 @@ pub struct NewTask {
     pub max_concurrency: i32,
     pub trace_id: String,
     pub idempotency_key: Option<String>,
+}
+
+/// A planned DAG as the column arrays that `insert` unnests, borrowed from
+/// the plan: series ids are plan indexes, edges are pairs of them.
+struct PlanColumns<'a> {
+    series: Vec<i32>,
+    names: Vec<&'a str>,
+    descriptions: Vec<&'a str>,
+    classes: Vec<&'a str>,
+    timeouts: Vec<i32>,
+    retries: Vec<i32>,
+    parallel: Vec<i32>,
+    prohibit: Vec<bool>,
+    pending: Vec<i32>,
+    statuses: Vec<&'static str>,
+    contexts: Vec<Option<Json<&'a Context>>>,
+    edge_ups: Vec<i32>,
+    edge_downs: Vec<i32>,
+}
+
+impl<'a> PlanColumns<'a> {
+    fn new(plan: &'a Plan, ready: &'a [Option<Context>]) -> Self {
+        let nodes = &plan.nodes;
+        let input = |i: usize| ready.get(i).and_then(Option::as_ref);
+        let (edge_ups, edge_downs) = nodes
+            .iter()
+            .enumerate()
+            .flat_map(|(i, n)| n.upstreams.iter().map(move |&u| (u as i32, i as i32)))
+            .unzip();
+        PlanColumns {
+            series: (0..nodes.len() as i32).collect(),
+            names: nodes.iter().map(|n| n.spec.name.as_str()).collect(),
+            descriptions: nodes.iter().map(|n| n.spec.description.as_str()).collect(),
+            classes: nodes.iter().map(|n| n.spec.class_name.as_str()).collect(),
+            timeouts: nodes.iter().map(|n| n.spec.timeout_s).collect(),
+            retries: nodes.iter().map(|n| n.spec.retry_limit).collect(),
+            parallel: nodes.iter().map(|n| n.parallel_idx).collect(),
+            prohibit: nodes.iter().map(|n| n.spec.prohibit_rollback).collect(),
+            pending: nodes.iter().map(|n| n.upstreams.len() as i32).collect(),
+            statuses: (0..nodes.len())
+                .map(|i| {
+                    if input(i).is_some() {
+                        "READY"
+                    } else {
+                        "PENDING"
+                    }
+                })
+                .collect(),
+            contexts: (0..nodes.len()).map(|i| input(i).map(Json)).collect(),
+            edge_ups,
+            edge_downs,
+        }
+    }
 }
 
 /// Inserts a task with its planned subtasks and edges and wakes the
