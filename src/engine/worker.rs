@@ -723,7 +723,10 @@ impl Worker {
                     }
                 }
             };
-            if let Err(e) = listener.listen_all(["taskd_ready", "taskd_cancel"]).await {
+            if let Err(e) = listener
+                .listen_all([store::READY_CHANNEL, store::CANCEL_CHANNEL])
+                .await
+            {
                 tracing::warn!(error = %e, "LISTEN failed; polling meanwhile");
                 tokio::select! {
                     _ = stop.cancelled() => return,
@@ -738,7 +741,7 @@ impl Worker {
                     n = listener.try_recv() => n,
                 };
                 match n {
-                    Ok(Some(n)) if n.channel() == "taskd_cancel" => {
+                    Ok(Some(n)) if n.channel() == store::CANCEL_CHANNEL => {
                         if let Ok(id) = n.payload().parse::<i64>() {
                             self.cancel_run(id);
                         }

@@ -57,10 +57,17 @@ pub async fn prefer_index_scans(conn: &mut sqlx::PgConnection) -> Result<()> {
     Ok(())
 }
 
+/// The channel that wakes idle workers: something became READY.
+pub const READY_CHANNEL: &str = "taskd_ready";
+/// The channel that tells a worker a subtask it runs was cancelled; the
+/// payload is the subtask id.
+pub const CANCEL_CHANNEL: &str = "taskd_cancel";
+
 /// Sends the wake-up hint to idle workers; delivered when the caller's
 /// transaction commits, and collapsed with its duplicates.
 pub async fn notify_ready(conn: &mut sqlx::PgConnection) -> Result<()> {
-    sqlx::query("select pg_notify('taskd_ready', '')")
+    sqlx::query("select pg_notify($1, '')")
+        .bind(READY_CHANNEL)
         .execute(conn)
         .await?;
     Ok(())
@@ -68,7 +75,8 @@ pub async fn notify_ready(conn: &mut sqlx::PgConnection) -> Result<()> {
 
 /// Tells the worker holding `subtask` that it was cancelled.
 pub async fn notify_cancel(conn: &mut sqlx::PgConnection, subtask: i64) -> Result<()> {
-    sqlx::query("select pg_notify('taskd_cancel', $1)")
+    sqlx::query("select pg_notify($1, $2)")
+        .bind(CANCEL_CHANNEL)
         .bind(subtask.to_string())
         .execute(conn)
         .await?;

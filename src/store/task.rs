@@ -146,7 +146,7 @@ pub async fn insert(
              join s su on su.series_id = x.u \
              join s sd on sd.series_id = x.d \
          ) \
-         select t.id from t, (select pg_notify('taskd_ready', '')) n",
+         select t.id from t, (select pg_notify($27, '')) n",
     )
     .bind(&t.name)
     .bind(t.task_type.as_str())
@@ -174,6 +174,7 @@ pub async fn insert(
     .bind(&c.contexts)
     .bind(&c.edge_ups)
     .bind(&c.edge_downs)
+    .bind(super::READY_CHANNEL)
     .fetch_one(ex)
     .await?;
     Ok(TaskId(id))

@@ -1079,7 +1079,7 @@ async fn a_submit_inserts_everything_at_once_and_notifies_the_workers() {
     let mut listener = sqlx::postgres::PgListener::connect_with(&db.pool)
         .await
         .unwrap();
-    listener.listen("taskd_ready").await.unwrap();
+    listener.listen(store::READY_CHANNEL).await.unwrap();
     let id = submit(
         &db,
         vec![
@@ -1093,7 +1093,7 @@ async fn a_submit_inserts_everything_at_once_and_notifies_the_workers() {
         .await
         .expect("a notification within 10 s")
         .unwrap();
-    assert_eq!(n.channel(), "taskd_ready");
+    assert_eq!(n.channel(), store::READY_CHANNEL);
     let subs = subtasks(&db, id).await;
     assert_eq!(subs["a"].status, S::Ready);
     assert_eq!(subs["b"].status, S::Ready);
