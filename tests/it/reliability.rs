@@ -63,19 +63,37 @@ async fn terminated_connections_are_survived_and_nothing_is_lost() {
             > 0,
         "the faults land in the middle of the run"
     );
-    // Kill every connection to this database, three times in a row.
+    // Kill every connection to this database, three times in a row, each
+    // time once the workers have connected again.
     let admin = sqlx::PgPool::connect(&admin_url()).await.unwrap();
     for _ in 0..3 {
-        let killed: Vec<bool> = sqlx::query_scalar(
-            "select pg_terminate_backend(pid) from pg_stat_activity \
+        let (killed, at): (Vec<bool>, chrono::DateTime<chrono::Utc>) = sqlx::query_as(
+            "select coalesce(array_agg(pg_terminate_backend(pid)), '{}'), clock_timestamp() \
+             from pg_stat_activity \
              where datname = $1 and pid <> pg_backend_pid()",
         )
         .bind(&db.name)
-        .fetch_all(&admin)
+        .fetch_one(&admin)
         .await
         .unwrap();
         assert!(!killed.is_empty());
-        tokio::time::sleep(Duration::from_millis(150)).await;
+        wait_for(
+            "the workers to reconnect",
+            Duration::from_secs(20),
+            || async {
+                let fresh: i64 = sqlx::query_scalar(
+                    "select count(*) from pg_stat_activity \
+                 where datname = $1 and backend_start > $2",
+                )
+                .bind(&db.name)
+                .bind(at)
+                .fetch_one(&admin)
+                .await
+                .ok()?;
+                (fresh > 0).then_some(())
+            },
+        )
+        .await;
     }
     admin.close().await;
     wait_for("every task to settle", Duration::from_secs(60), || async {
