@@ -16,6 +16,7 @@ pub use worker::Worker;
 
 use crate::dag::DagError;
 use crate::model::transitions::Refusal;
+use crate::model::TaskId;
 use std::time::Duration;
 
 /// How the worker loops, the finisher and the sweeper behave.
@@ -68,8 +69,26 @@ pub enum Error {
     Refused(#[from] Refusal),
     #[error("{0} does not exist")]
     NotFound(String),
-    #[error("{0} already has a RUNNING task")]
-    TargetBusy(String),
+    #[error("{0}")]
+    TargetBusy(Busy),
+}
+
+/// A target another RUNNING task holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Busy {
+    /// The key refused, e.g. `server:7`.
+    pub key: String,
+    /// The task holding it, when it was still RUNNING as we looked.
+    pub holder: Option<TaskId>,
+}
+
+impl std::fmt::Display for Busy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.holder {
+            Some(t) => write!(f, "{} is held by RUNNING task {t}", self.key),
+            None => write!(f, "{} already has a RUNNING task", self.key),
+        }
+    }
 }
 
 impl From<sqlx::Error> for Error {

@@ -383,7 +383,10 @@ mod tests {
         let e = Error::from(engine::Error::NotFound("subtask 3 of task 1".into()));
         assert_eq!(e.status(), StatusCode::NOT_FOUND);
         assert_eq!(e.body().code, code::SUBTASK_NOT_FOUND);
-        let e = Error::from(engine::Error::TargetBusy("server:1".into()));
+        let e = Error::from(engine::Error::TargetBusy(engine::Busy {
+            key: "server:1".into(),
+            holder: Some(crate::model::TaskId(7)),
+        }));
         assert_eq!(e.status(), StatusCode::CONFLICT);
         assert_eq!(e.body().code, code::TARGET_BUSY);
     }
