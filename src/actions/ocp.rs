@@ -3,6 +3,10 @@
 //! inventory in PostgreSQL; each has a rollback, and the waiting steps stop
 //! when their run is cancelled.
 
+use super::scope;
+use super::status::{
+    restore_statuses, set_cluster, set_server, set_zone, Level, SyncClusterInfo, UpdateStatus,
+};
 use super::{Action, ActionError, ActionResult, Registry, Run};
 use crate::agent::client::{AgentClient, Error as AgentError};
 use crate::agent::protocol::{StartObserver, StopObserver};
@@ -59,6 +63,10 @@ pub fn register(r: &mut Registry) {
         &c("cluster.UpdateObClusterStatusTask"),
         UpdateStatus(Level::Cluster),
     );
+    r.register(
+        &c("cluster.PrepareRestartObClusterTask"),
+        super::status::PrepareCluster,
+    );
     r.register(&c("obagent.PrepareRestartOcpAgentTask"), PrepareAgent);
     r.register(&c("obagent.RestartPosProxyTask"), RestartPosProxy);
     r.register(&c("obagent.StopAllOcpAgentProcessesTask"), StopAll);
@@ -68,11 +76,11 @@ pub fn register(r: &mut Registry) {
 
 // ------------------------------------------------------------- helpers
 
-fn db_err(e: impl std::fmt::Display) -> ActionError {
+pub(super) fn db_err(e: impl std::fmt::Display) -> ActionError {
     ActionError::failed(format!("inventory update failed: {e}"))
 }
 
-fn parse_id(run: &Run, key: &str) -> Result<i64, ActionError> {
+pub(super) fn parse_id(run: &Run, key: &str) -> Result<i64, ActionError> {
     run.require(key)?
         .parse()
         .map_err(|_| ActionError::failed(format!("context key {key:?} is not an id")))
@@ -86,8 +94,8 @@ fn force(run: &Run) -> bool {
     run.context.get("force") == Some("true")
 }
 
-async fn target(run: &Run) -> Result<ServerTarget, ActionError> {
-    let id = parse_id(run, "server_id")?;
+pub(super) async fn target(run: &Run) -> Result<ServerTarget, ActionError> {
+    let id = scope::server_id(run)?;
     inventory::get_server_target(&run.deps.pool, id)
         .await
         .map_err(db_err)?
@@ -95,19 +103,19 @@ async fn target(run: &Run) -> Result<ServerTarget, ActionError> {
 }
 
 async fn host(run: &Run) -> Result<HostRow, ActionError> {
-    let id = parse_id(run, "host_id")?;
+    let id = scope::host_id(run)?;
     inventory::get_host(&run.deps.pool, id)
         .await
         .map_err(db_err)?
         .ok_or_else(|| ActionError::failed(format!("host {id} is not in the inventory")))
 }
 
-fn client(run: &Run, host: &HostRow) -> Result<AgentClient, ActionError> {
+pub(super) fn client(run: &Run, host: &HostRow) -> Result<AgentClient, ActionError> {
     AgentClient::new(run.deps.http.clone(), &host.agent_url).map_err(|e| agent_err(host, e))
 }
 
 /// An agent failure as a run failure naming the host.
-fn agent_err(host: &HostRow, e: AgentError) -> ActionError {
+pub(super) fn agent_err(host: &HostRow, e: AgentError) -> ActionError {
     match e {
         AgentError::Cancelled { .. } => ActionError::Cancelled,
         e => ActionError::failed(format!("agent of host {} ({}): {e}", host.name, host.ip)),
@@ -121,43 +129,11 @@ fn deadline(run: &Run) -> tokio::time::Instant {
     tokio::time::Instant::now() + run.timeout.saturating_sub(margin)
 }
 
-async fn set_server(run: &Run, id: i64, s: ServerStatus) -> ActionResult {
-    inventory::set_server_status(&run.deps.pool, id, s, None)
-        .await
-        .map_err(db_err)?;
-    run.log(format!("server {id} status -> {s}")).await;
-    Ok(())
-}
-
-async fn set_zone(run: &Run, id: i64, s: ZoneStatus) -> ActionResult {
-    inventory::set_zone_status(&run.deps.pool, id, s, None)
-        .await
-        .map_err(db_err)?;
-    run.log(format!("zone {id} status -> {s}")).await;
-    Ok(())
-}
-
-async fn set_cluster(run: &Run, id: i64, s: ClusterStatus) -> ActionResult {
-    inventory::set_cluster_status(&run.deps.pool, id, s, None)
-        .await
-        .map_err(db_err)?;
-    run.log(format!("cluster {id} status -> {s}")).await;
-    Ok(())
-}
-
 async fn set_host(run: &Run, id: i64, s: HostAgentStatus) -> ActionResult {
     inventory::set_host_agent_status(&run.deps.pool, id, s, None)
         .await
         .map_err(db_err)?;
     run.log(format!("host {id} agent status -> {s}")).await;
-    Ok(())
-}
-
-/// Restores server, zone and cluster to the statuses recorded in the context.
-async fn restore_statuses(run: &Run, t: &ServerTarget) -> ActionResult {
-    for level in Level::ALL {
-        level.restore(run, t).await?;
-    }
     Ok(())
 }
 
@@ -179,7 +155,8 @@ impl Action for Prepare {
         } else {
             t.server.status
         };
-        run.context.set("former_server_status", former.as_str());
+        let key = Level::Server.former_key(run, t.server.id)?;
+        run.context.set(key, former.as_str());
         run.context.set("target_server_status", self.1.as_str());
         run.log(format!(
             "server {} on host {} ({}:{}), zone {}, cluster {}",
@@ -422,107 +399,6 @@ impl Action for StartAgentService {
         run.log(format!(
             "agent service processes running: {}",
             names.join(", ")
-        ))
-        .await;
-        Ok(())
-    }
-}
-
-/// Which inventory row a status step writes.
-#[derive(Debug, Clone, Copy)]
-pub enum Level {
-    Server,
-    Zone,
-    Cluster,
-}
-
-impl Level {
-    const ALL: [Level; 3] = [Level::Server, Level::Zone, Level::Cluster];
-
-    fn key(self, which: &str) -> String {
-        let level = match self {
-            Level::Server => "server",
-            Level::Zone => "zone",
-            Level::Cluster => "cluster",
-        };
-        format!("{which}_{level}_status")
-    }
-
-    /// Writes `status` (as the context holds it) into this level's row.
-    async fn set(self, run: &Run, t: &ServerTarget, status: &str) -> ActionResult {
-        let bad = |e: String| ActionError::failed(format!("{}: {e}", self.key("context")));
-        match self {
-            Level::Server => set_server(run, t.server.id, status.parse().map_err(bad)?).await,
-            Level::Zone => set_zone(run, t.zone.id, status.parse().map_err(bad)?).await,
-            Level::Cluster => set_cluster(run, t.cluster.id, status.parse().map_err(bad)?).await,
-        }
-    }
-
-    /// Restores the status recorded as former in the context, if any.
-    async fn restore(self, run: &Run, t: &ServerTarget) -> ActionResult {
-        match run.context.get(&self.key("former")) {
-            Some(s) => self.set(run, t, s).await,
-            None => Ok(()),
-        }
-    }
-}
-
-/// Writes the target status of the server, its zone or its cluster into the
-/// inventory; its rollback restores the former one.
-pub struct UpdateStatus(pub Level);
-
-#[async_trait]
-impl Action for UpdateStatus {
-    async fn execute(&self, run: &mut Run) -> ActionResult {
-        let t = target(run).await?;
-        let status = run.require(&self.0.key("target"))?;
-        self.0.set(run, &t, &status).await
-    }
-
-    async fn rollback(&self, run: &mut Run) -> ActionResult {
-        let t = target(run).await?;
-        self.0.restore(run, &t).await
-    }
-}
-
-/// Checks what the agent reports against what the inventory now says of
-/// the server, and logs the cluster's servers.
-pub struct SyncClusterInfo;
-
-#[async_trait]
-impl Action for SyncClusterInfo {
-    async fn execute(&self, run: &mut Run) -> ActionResult {
-        let t = target(run).await?;
-        let agent = client(run, &t.host)?;
-        let observed = agent
-            .observer_status()
-            .await
-            .map_err(|e| agent_err(&t.host, e))?;
-        let want_running = t.server.status == ServerStatus::Running;
-        if observed.is_running() != want_running {
-            return Err(ActionError::failed(format!(
-                "server {} is {} in the inventory but its observer process is {} on host {}",
-                t.server.id,
-                t.server.status,
-                if observed.is_running() {
-                    "running"
-                } else {
-                    "stopped"
-                },
-                t.host.name
-            )));
-        }
-        let servers = inventory::servers_of_cluster(&run.deps.pool, t.cluster.id)
-            .await
-            .map_err(db_err)?;
-        let summary: Vec<String> = servers
-            .iter()
-            .map(|s| format!("{}:{} {}", s.ip, s.sql_port, s.status))
-            .collect();
-        run.log(format!(
-            "cluster {} synced: {}",
-            t.cluster.name,
-            summary.join(", ")
         ))
         .await;
         Ok(())
