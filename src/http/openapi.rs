@@ -5,7 +5,7 @@
 
 use super::envelope::{EmptyEnvelope, ErrorEnvelope, PageInfo};
 use super::error::{ErrorBody, SubError};
-use super::{health, iam, inventory, ops, tasks};
+use super::{fleet, health, iam, inventory, ops, tasks};
 use axum::Json;
 use std::sync::LazyLock;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityRequirement, SecurityScheme};
@@ -33,6 +33,12 @@ use utoipa::{Modify, OpenApi};
         ops::stop_server,
         ops::restart_agent,
         ops::restart_agent_v2,
+        fleet::restart_cluster,
+        fleet::restart_zone,
+        fleet::start_zone,
+        fleet::stop_zone,
+        fleet::restart_agents,
+        fleet::restart_agents_v2,
         tasks::list_tasks,
         tasks::get_task,
         tasks::retry_task,
@@ -60,11 +66,11 @@ use utoipa::{Modify, OpenApi};
         health::metrics,
         openapi_json,
     ),
-    components(schemas(ErrorEnvelope, EmptyEnvelope, ErrorBody, SubError, PageInfo)),
+    components(schemas(fleet::RestartClusterBody, fleet::RestartAgentsBody, ErrorEnvelope, EmptyEnvelope, ErrorBody, SubError, PageInfo)),
     modifiers(&BasicAuth),
     security(("basic" = [])),
     tags(
-        (name = "operations", description = "Restart, start and stop OBServers; restart host agents"),
+        (name = "operations", description = "Restart, start and stop OBServers; restart host agents; taskd's extensions: restart a cluster zone by zone, restart, start or stop a zone, restart many hosts' agents"),
         (name = "tasks", description = "Task instances and their subtasks"),
         (name = "inventory", description = "Hosts, clusters, zones and servers (reads: any user; writes: ADMIN)"),
         (name = "iam", description = "Users and their roles (ADMIN only)"),

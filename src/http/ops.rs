@@ -26,7 +26,7 @@ use super::tasks::{load_task, TaskView};
 use super::AppState;
 use crate::auth::{Permission, RequireExt};
 use crate::dag::templates::Template;
-use crate::dag::DagSpec;
+use crate::dag::{DagSpec, NodeSpec};
 use crate::engine::{self, Submitted};
 use crate::model::{Context, TaskId, TaskType};
 use crate::store::inventory::{self, AgentStatus, ServerStatus, ServerTarget};
@@ -40,7 +40,7 @@ use serde::Deserialize;
 use utoipa::IntoParams;
 
 /// Subtasks of one task that may be READY or RUNNING at once.
-const MAX_CONCURRENCY: i32 = 10;
+pub(super) const MAX_CONCURRENCY: i32 = 10;
 
 /// Server operations need CLUSTER_MANAGER on the path's cluster, the agent
 /// restart HOST_MANAGER (or ADMIN for both).
@@ -261,14 +261,14 @@ pub async fn restart_agent_v2(
 // ---------------------------------------------------------------- the work
 
 #[derive(Debug, Clone, Copy)]
-struct ServerOp {
-    template: Template,
-    force: bool,
+pub(super) struct ServerOp {
+    pub(super) template: Template,
+    pub(super) force: bool,
 }
 
 impl ServerOp {
     /// The server states this operation accepts.
-    fn accepts(self, status: ServerStatus) -> bool {
+    pub(super) fn accepts(self, status: ServerStatus) -> bool {
         use ServerStatus::*;
         match self.template {
             Template::StartObserver => status == Stopped,
@@ -280,7 +280,7 @@ impl ServerOp {
         }
     }
 
-    fn wanted(self) -> &'static str {
+    pub(super) fn wanted(self) -> &'static str {
         match (self.template, self.force) {
             (Template::StartObserver, _) => "start needs a STOPPED server",
             (Template::StopObserver, false) => "stop needs a RUNNING server",
@@ -298,10 +298,10 @@ impl ServerOp {
 /// operation on this target (and, for a server, in the path's cluster: a
 /// CLUSTER_MANAGER of one cluster cannot replay another cluster's task
 /// through its own cluster's path).
-async fn replay(
+pub(super) async fn replay(
     state: &AppState,
     key: &IdempotencyKey,
-    template: Template,
+    name: &str,
     target_key: &str,
     cluster: Option<i64>,
 ) -> Result<Option<TaskView>> {
@@ -311,7 +311,7 @@ async fn replay(
     match store::task::find_by_idempotency_key(&state.pool, k).await? {
         None => Ok(None),
         Some(t) => {
-            if t.name != template.task_name()
+            if t.name != name
                 || t.target_key.as_deref() != Some(target_key)
                 || cluster.is_some_and(|c| t.cluster_id != Some(c))
             {
@@ -322,7 +322,7 @@ async fn replay(
     }
 }
 
-fn key_reused(key: &str) -> Error {
+pub(super) fn key_reused(key: &str) -> Error {
     Error::refused(
         StatusCode::UNPROCESSABLE_ENTITY,
         code::IDEMPOTENCY_KEY_REUSED,
@@ -333,9 +333,13 @@ fn key_reused(key: &str) -> Error {
 
 /// Submits the DAG and returns the task; a concurrent request with the same
 /// Idempotency-Key gets the first task.
-async fn submit(state: &AppState, task: NewTask, template: Template) -> Result<Success<TaskView>> {
+pub(super) async fn submit(
+    state: &AppState,
+    task: NewTask,
+    nodes: Vec<NodeSpec>,
+) -> Result<Success<TaskView>> {
     let spec = DagSpec {
-        nodes: template.nodes(),
+        nodes,
         context: task.context.clone(),
     };
     let submitted = match engine::submit(&state.pool, &task, &spec).await {
@@ -369,7 +373,15 @@ async fn server_operation(
     op: ServerOp,
 ) -> Result<Success<TaskView>> {
     let target_key = format!("server:{}", p.server_id);
-    if let Some(first) = replay(state, &key, op.template, &target_key, Some(p.id)).await? {
+    if let Some(first) = replay(
+        state,
+        &key,
+        op.template.task_name(),
+        &target_key,
+        Some(p.id),
+    )
+    .await?
+    {
         return Ok(Success(first));
     }
     let target = server_target(state, p.id, p.server_id).await?;
@@ -398,7 +410,7 @@ async fn server_operation(
         trace_id: ctx.trace_id.clone(),
         idempotency_key: key.0,
     };
-    submit(state, task, op.template).await
+    submit(state, task, op.template.nodes()).await
 }
 
 /// The server with its zone, cluster and host; 404 naming what is missing.
@@ -456,7 +468,7 @@ async fn agent_operation(
 ) -> Result<Success<TaskView>> {
     let template = Template::RestartAgent;
     let target_key = format!("host:{host_id}");
-    if let Some(first) = replay(state, &key, template, &target_key, None).await? {
+    if let Some(first) = replay(state, &key, template.task_name(), &target_key, None).await? {
         return Ok(Success(first));
     }
     let host = inventory::get_host(&state.pool, host_id)
@@ -495,7 +507,7 @@ async fn agent_operation(
         trace_id: ctx.trace_id.clone(),
         idempotency_key: key.0,
     };
-    submit(state, task, template).await
+    submit(state, task, template.nodes()).await
 }
 
 #[cfg(test)]

@@ -101,6 +101,12 @@ pub async fn get_host(ex: impl PgExecutor<'_>, id: i64) -> Result<Option<HostRow
 }
 
 /// One page of hosts by id (page is 0-based) and the total count.
+/// The hosts of `ids` that exist, in id order.
+pub async fn get_hosts(ex: impl PgExecutor<'_>, ids: &[i64]) -> Result<Vec<HostRow>> {
+    let sql = format!("select {HOST_COLUMNS} from host where id = any($1) order by id");
+    Ok(sqlx::query_as(&sql).bind(ids).fetch_all(ex).await?)
+}
+
 pub async fn list_hosts(
     conn: &mut PgConnection,
     page: i64,
