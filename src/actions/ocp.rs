@@ -5,12 +5,14 @@
 
 use super::scope;
 use super::status::{
-    restore_statuses, set_cluster, set_server, set_zone, Level, SyncClusterInfo, UpdateStatus,
+    former_key, restore_statuses, set_cluster, set_server, set_zone, SyncClusterInfo, UpdateStatus,
 };
 use super::{Action, ActionError, ActionResult, Registry, Run};
 use crate::agent::client::{AgentClient, Error as AgentError};
 use crate::agent::protocol::{StartObserver, StopObserver};
 use crate::dag::templates::OCP;
+pub use crate::model::ocp::Level;
+use crate::model::ocp::{key, status_key, OcpContext, Phase};
 use crate::store::inventory::{
     self, AgentStatus as HostAgentStatus, ClusterStatus, HostRow, ServerStatus, ServerTarget,
     ZoneStatus,
@@ -91,7 +93,7 @@ fn parse_status<T: FromStr<Err = String>>(run: &Run, key: &str) -> Result<T, Act
 }
 
 fn force(run: &Run) -> bool {
-    run.context.get("force") == Some("true")
+    OcpContext::force(&run.context)
 }
 
 pub(super) async fn target(run: &Run) -> Result<ServerTarget, ActionError> {
@@ -155,9 +157,10 @@ impl Action for Prepare {
         } else {
             t.server.status
         };
-        let key = Level::Server.former_key(run, t.server.id)?;
+        let key = former_key(run, Level::Server, t.server.id)?;
         run.context.set(key, former.as_str());
-        run.context.set("target_server_status", self.1.as_str());
+        run.context
+            .set(status_key(Phase::Target, Level::Server), self.1.as_str());
         run.log(format!(
             "server {} on host {} ({}:{}), zone {}, cluster {}",
             t.server.id, t.host.name, t.server.ip, t.server.sql_port, t.zone.name, t.cluster.name
@@ -414,9 +417,9 @@ pub struct PrepareAgent;
 impl Action for PrepareAgent {
     async fn execute(&self, run: &mut Run) -> ActionResult {
         let h = host(run).await?;
-        if run.context.get("former_agent_status").is_none() {
+        if run.context.get(key::FORMER_AGENT_STATUS).is_none() {
             run.context
-                .set("former_agent_status", h.agent_status.as_str());
+                .set(key::FORMER_AGENT_STATUS, h.agent_status.as_str());
         }
         run.log(format!(
             "restarting the agent of host {} at {}",
@@ -428,7 +431,7 @@ impl Action for PrepareAgent {
 
     async fn rollback(&self, run: &mut Run) -> ActionResult {
         let h = host(run).await?;
-        if let Ok(s) = parse_status::<HostAgentStatus>(run, "former_agent_status") {
+        if let Ok(s) = parse_status::<HostAgentStatus>(run, key::FORMER_AGENT_STATUS) {
             set_host(run, h.id, s).await?;
         }
         Ok(())
@@ -530,7 +533,7 @@ impl Action for FinishAgent {
 
     async fn rollback(&self, run: &mut Run) -> ActionResult {
         let h = host(run).await?;
-        if let Ok(s) = parse_status::<HostAgentStatus>(run, "former_agent_status") {
+        if let Ok(s) = parse_status::<HostAgentStatus>(run, key::FORMER_AGENT_STATUS) {
             set_host(run, h.id, s).await?;
         }
         Ok(())

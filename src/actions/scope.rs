@@ -4,6 +4,7 @@
 
 use super::{ActionError, Run};
 use crate::dag::rollout::{zone_servers_key, HOST_IDS, ZONE_PARAM};
+use crate::model::ocp::OcpContext;
 
 fn parse(what: &str, v: &str) -> Result<i64, ActionError> {
     v.parse()
@@ -40,7 +41,7 @@ pub fn server_id(run: &Run) -> Result<i64, ActionError> {
         Some(zone) => Err(ActionError::failed(format!(
             "this step of zone {zone} is not split over its servers"
         ))),
-        None => parse("context key \"server_id\"", &run.require("server_id")?),
+        None => OcpContext::server_id(&run.context).map_err(ActionError::failed),
     }
 }
 
@@ -49,6 +50,6 @@ pub fn host_id(run: &Run) -> Result<i64, ActionError> {
     if run.parallel_idx >= 0 && !run.context.list(HOST_IDS).is_empty() {
         entry(run, HOST_IDS)
     } else {
-        parse("context key \"host_id\"", &run.require("host_id")?)
+        OcpContext::host_id(&run.context).map_err(ActionError::failed)
     }
 }

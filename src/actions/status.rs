@@ -8,6 +8,7 @@
 use super::ocp::{agent_err, client, db_err, parse_id, target};
 use super::{scope, Action, ActionError, ActionResult, Run};
 use crate::dag::rollout::{former_server_key, former_zone_key, SERVER_IDS};
+use crate::model::ocp::{key, status_key, Level, Phase};
 use crate::store::inventory::{self, ClusterStatus, ServerStatus, ServerTarget, ZoneStatus};
 use async_trait::async_trait;
 
@@ -42,34 +43,24 @@ pub(super) async fn restore_statuses(run: &Run, t: &ServerTarget) -> ActionResul
     Level::Cluster.restore(run, t.cluster.id).await
 }
 
-/// Which inventory row a status step writes.
-#[derive(Debug, Clone, Copy)]
-pub enum Level {
-    Server,
-    Zone,
-    Cluster,
+/// The context key of the former status of row `id` at `level`: one per
+/// server and per zone in a multi-server task, the seed's key otherwise.
+pub(super) fn former_key(run: &Run, level: Level, id: i64) -> Result<String, ActionError> {
+    Ok(match (level, scope::zone_param(run)?) {
+        (Level::Server, Some(_)) => former_server_key(id),
+        (Level::Zone, Some(_)) => former_zone_key(id),
+        _ => status_key(Phase::Former, level),
+    })
 }
 
-impl Level {
-    fn key(self, which: &str) -> String {
-        let level = match self {
-            Level::Server => "server",
-            Level::Zone => "zone",
-            Level::Cluster => "cluster",
-        };
-        format!("{which}_{level}_status")
-    }
+/// Where a status step writes, at each level.
+trait LevelRow {
+    async fn subject(self, run: &Run) -> Result<i64, ActionError>;
+    async fn set(self, run: &Run, id: i64, status: &str) -> ActionResult;
+    async fn restore(self, run: &Run, id: i64) -> ActionResult;
+}
 
-    /// The context key of the former status of row `id`: one per server and
-    /// per zone in a multi-server task, the seed's key otherwise.
-    pub(super) fn former_key(self, run: &Run, id: i64) -> Result<String, ActionError> {
-        Ok(match (self, scope::zone_param(run)?) {
-            (Level::Server, Some(_)) => former_server_key(id),
-            (Level::Zone, Some(_)) => former_zone_key(id),
-            _ => self.key("former"),
-        })
-    }
-
+impl LevelRow for Level {
     /// The row this run's step writes at this level.
     async fn subject(self, run: &Run) -> Result<i64, ActionError> {
         match self {
@@ -78,13 +69,14 @@ impl Level {
                 Some(zone) => Ok(zone),
                 None => Ok(target(run).await?.zone.id),
             },
-            Level::Cluster => parse_id(run, "cluster_id"),
+            Level::Cluster => parse_id(run, key::CLUSTER_ID),
         }
     }
 
     /// Writes `status` (as the context holds it) into row `id`.
     async fn set(self, run: &Run, id: i64, status: &str) -> ActionResult {
-        let bad = |e: String| ActionError::failed(format!("{}: {e}", self.key("context")));
+        let key = status_key(Phase::Target, self);
+        let bad = |e: String| ActionError::failed(format!("{key}: {e}"));
         match self {
             Level::Server => set_server(run, id, status.parse().map_err(bad)?).await,
             Level::Zone => set_zone(run, id, status.parse().map_err(bad)?).await,
@@ -94,7 +86,7 @@ impl Level {
 
     /// Restores the status recorded as former in the context, if any.
     async fn restore(self, run: &Run, id: i64) -> ActionResult {
-        match run.context.get(&self.former_key(run, id)?) {
+        match run.context.get(&former_key(run, self, id)?) {
             Some(s) => self.set(run, id, s).await,
             None => Ok(()),
         }
@@ -109,7 +101,7 @@ pub struct UpdateStatus(pub Level);
 impl Action for UpdateStatus {
     async fn execute(&self, run: &mut Run) -> ActionResult {
         let id = self.0.subject(run).await?;
-        let status = run.require(&self.0.key("target"))?;
+        let status = run.require(&status_key(Phase::Target, self.0))?;
         self.0.set(run, id, &status).await
     }
 
@@ -123,7 +115,7 @@ impl Action for UpdateStatus {
 fn task_servers(run: &Run) -> Result<Vec<i64>, ActionError> {
     let list = run.context.list(SERVER_IDS);
     if list.is_empty() {
-        return Ok(vec![parse_id(run, "server_id")?]);
+        return Ok(vec![parse_id(run, key::SERVER_ID)?]);
     }
     list.iter()
         .map(|v| {
@@ -140,7 +132,7 @@ pub struct SyncClusterInfo;
 #[async_trait]
 impl Action for SyncClusterInfo {
     async fn execute(&self, run: &mut Run) -> ActionResult {
-        let cluster = parse_id(run, "cluster_id")?;
+        let cluster = parse_id(run, key::CLUSTER_ID)?;
         for id in task_servers(run)? {
             let t = inventory::get_server_target(&run.deps.pool, id)
                 .await
@@ -194,7 +186,7 @@ pub struct PrepareCluster;
 #[async_trait]
 impl Action for PrepareCluster {
     async fn execute(&self, run: &mut Run) -> ActionResult {
-        let cluster = parse_id(run, "cluster_id")?;
+        let cluster = parse_id(run, key::CLUSTER_ID)?;
         let servers = task_servers(run)?;
         let present = inventory::servers_of_cluster(&run.deps.pool, cluster)
             .await
@@ -216,7 +208,7 @@ impl Action for PrepareCluster {
     }
 
     async fn rollback(&self, run: &mut Run) -> ActionResult {
-        let cluster = parse_id(run, "cluster_id")?;
+        let cluster = parse_id(run, key::CLUSTER_ID)?;
         Level::Cluster.restore(run, cluster).await
     }
 }

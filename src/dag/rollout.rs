@@ -18,8 +18,8 @@ pub const ZONE_PARAM: &str = "zone_id";
 /// listMap key of an agent batch's host ids (the split of its steps).
 pub const HOST_IDS: &str = "host_ids";
 
-/// listMap key of every server id a multi-server task works on.
-pub const SERVER_IDS: &str = "server_ids";
+/// listMap key of every server id a multi-server task works on (OCP's).
+pub const SERVER_IDS: &str = crate::model::ocp::key::SERVER_IDS;
 
 /// listMap key of the zone ids of a multi-server task, in rollout order.
 pub const ZONE_IDS: &str = "zone_ids";

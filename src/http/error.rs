@@ -219,9 +219,11 @@ impl Error {
             Error::Refused(r) => r.status,
             Error::Engine(e) => match e {
                 engine::Error::Refused(_) => StatusCode::BAD_REQUEST,
-                engine::Error::NotFound(_) => StatusCode::NOT_FOUND,
+                engine::Error::TaskNotFound(_)
+                | engine::Error::SubtaskNotFound { .. }
+                | engine::Error::KeyedTaskNotFound(_) => StatusCode::NOT_FOUND,
                 engine::Error::TargetBusy(_) => StatusCode::CONFLICT,
-                engine::Error::Store(_) | engine::Error::Dag(_) => {
+                engine::Error::Store(_) | engine::Error::Dag(_) | engine::Error::RunLost(_) => {
                     StatusCode::INTERNAL_SERVER_ERROR
                 }
             },
@@ -267,15 +269,14 @@ impl Error {
                 let message = e.to_string();
                 let code = match &e {
                     engine::Error::Refused(r) => refusal_code(r),
-                    engine::Error::NotFound(what) if what.starts_with("subtask") => {
-                        code::SUBTASK_NOT_FOUND
-                    }
-                    engine::Error::NotFound(what) if what.starts_with("task") => {
+                    engine::Error::SubtaskNotFound { .. } => code::SUBTASK_NOT_FOUND,
+                    engine::Error::TaskNotFound(_) | engine::Error::KeyedTaskNotFound(_) => {
                         code::TASK_NOT_FOUND
                     }
-                    engine::Error::NotFound(_) => code::NOT_FOUND,
                     engine::Error::TargetBusy(_) => code::TARGET_BUSY,
-                    engine::Error::Store(_) | engine::Error::Dag(_) => code::INTERNAL_ERROR,
+                    engine::Error::Store(_) | engine::Error::Dag(_) | engine::Error::RunLost(_) => {
+                        code::INTERNAL_ERROR
+                    }
                 };
                 (code, message, None, Vec::new())
             }
@@ -370,7 +371,7 @@ pub(crate) fn panic_response(panic: Box<dyn std::any::Any + Send + 'static>) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{TaskOperation, TaskStatus};
+    use crate::model::{SubtaskId, TaskId, TaskOperation, TaskStatus};
 
     #[test]
     fn engine_errors_map_to_ocp_codes() {
@@ -381,7 +382,10 @@ mod tests {
         }));
         assert_eq!(e.status(), StatusCode::BAD_REQUEST);
         assert_eq!(e.body().code, code::TASK_STATE_INVALID);
-        let e = Error::from(engine::Error::NotFound("subtask 3 of task 1".into()));
+        let e = Error::from(engine::Error::SubtaskNotFound {
+            task: TaskId(1),
+            subtask: SubtaskId(3),
+        });
         assert_eq!(e.status(), StatusCode::NOT_FOUND);
         assert_eq!(e.body().code, code::SUBTASK_NOT_FOUND);
         let e = Error::from(engine::Error::TargetBusy(engine::Busy {

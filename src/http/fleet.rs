@@ -24,6 +24,7 @@ use super::AppState;
 use crate::auth::{Permission, RequireExt};
 use crate::dag::rollout::{self, Rollout, HOST_IDS, SERVER_IDS, ZONE_IDS};
 use crate::dag::templates::Template;
+use crate::model::ocp::{key, status_key, Level, Phase};
 use crate::model::{Context, TaskType};
 use crate::store::inventory::{self, AgentStatus, ClusterRow, ServerRow, ZoneRow};
 use crate::store::task::NewTask;
@@ -510,20 +511,23 @@ fn guard(op: ServerOp, parts: &[Part]) -> Result<()> {
 /// split of its steps) and former status.
 fn multi_context(cluster: &ClusterRow, parts: &[Part], op: ServerOp) -> Context {
     let mut c = Context::default();
-    c.set("cluster_name", cluster.name.clone());
-    c.set("cluster_id", cluster.id.to_string());
-    c.set("ocpagent_service_name", "agent");
-    c.set("prohibit_rollback", "false");
-    c.set("former_cluster_status", cluster.status.as_str());
-    c.set("target_cluster_status", "RUNNING");
+    c.set(key::CLUSTER_NAME, cluster.name.clone());
+    c.set(key::CLUSTER_ID, cluster.id.to_string());
+    c.set(key::AGENT_SERVICE_NAME, "agent");
+    c.set(key::PROHIBIT_ROLLBACK, "false");
+    c.set(
+        status_key(Phase::Former, Level::Cluster),
+        cluster.status.as_str(),
+    );
+    c.set(status_key(Phase::Target, Level::Cluster), "RUNNING");
     let zone_target = if op.template == Template::StopObserver {
         "STOPPED"
     } else {
         "RUNNING"
     };
-    c.set("target_zone_status", zone_target);
+    c.set(status_key(Phase::Target, Level::Zone), zone_target);
     if op.force {
-        c.set("force", "true");
+        c.set(key::FORCE, "true");
     }
     let mut all = Vec::new();
     for p in parts {
@@ -624,7 +628,7 @@ async fn zone_operation(
     let mut task = multi_server_task(
         state, ctx, caller, key, rollout, &cluster, &parts, op, target_key,
     );
-    task.context.set("zone_name", parts[0].zone.name.clone());
+    task.context.set(key::ZONE_NAME, parts[0].zone.name.clone());
     submit(state, task, nodes).await
 }
 
@@ -710,7 +714,7 @@ async fn agent_batch(
         .with_target("hostIds"));
     }
     let mut context = Context::default();
-    context.set("prohibit_rollback", "false");
+    context.set(key::PROHIBIT_ROLLBACK, "false");
     context.list_map.insert(
         HOST_IDS.into(),
         host_ids.iter().map(i64::to_string).collect(),

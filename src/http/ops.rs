@@ -28,6 +28,7 @@ use crate::auth::{Permission, RequireExt};
 use crate::dag::templates::Template;
 use crate::dag::{DagSpec, NodeSpec};
 use crate::engine::{self, Submitted};
+use crate::model::ocp::{OcpContext, ServerTargetKeys};
 use crate::model::{Context, TaskId, TaskType};
 use crate::store::inventory::{self, AgentStatus, ServerStatus, ServerTarget};
 use crate::store::task::NewTask;
@@ -440,23 +441,15 @@ async fn server_target(state: &AppState, cluster: i64, server: i64) -> Result<Se
 
 /// The context OCP gives a server operation (the restart sample's keys).
 fn server_context(t: &ServerTarget, force: bool) -> Context {
-    let mut c = Context::default();
-    c.set("cluster_name", t.cluster.name.clone());
-    c.set("cluster_id", t.cluster.id.to_string());
-    c.set("ocpagent_service_name", "agent");
-    c.set("prohibit_rollback", "false");
-    c.set("former_cluster_status", t.cluster.status.as_str());
-    c.set("target_cluster_status", "RUNNING");
-    c.set("former_zone_status", t.zone.status.as_str());
-    c.set("target_zone_status", "RUNNING");
-    c.set("zone_name", t.zone.name.clone());
-    c.set("server_id", t.server.id.to_string());
-    if force {
-        c.set("force", "true");
-    }
-    c.list_map
-        .insert("server_ids".into(), vec![t.server.id.to_string()]);
-    c
+    let target = ServerTargetKeys {
+        cluster_id: t.cluster.id,
+        cluster_name: t.cluster.name.clone(),
+        cluster_status: t.cluster.status.as_str().to_string(),
+        zone_name: t.zone.name.clone(),
+        zone_status: t.zone.status.as_str().to_string(),
+        server_id: t.server.id,
+    };
+    OcpContext::Server { target, force }.to_context()
 }
 
 async fn agent_operation(
@@ -488,9 +481,7 @@ async fn agent_operation(
         )
         .with_target("hostId"));
     }
-    let mut context = Context::default();
-    context.set("prohibit_rollback", "false");
-    context.set("host_id", host.id.to_string());
+    let context = OcpContext::Agent { host_id: host.id }.to_context();
     let task = NewTask {
         name: template.task_name().to_string(),
         task_type: TaskType::Manual,

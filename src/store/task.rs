@@ -8,6 +8,12 @@ use chrono::{DateTime, Utc};
 use sqlx::types::Json;
 use sqlx::{PgConnection, PgExecutor, Postgres, QueryBuilder};
 
+/// The partial unique index that lets one RUNNING task hold a key (see
+/// `task_target`, migration V9).
+pub const ONE_RUNNING_PER_TARGET: &str = "task_target_one_running_per_key";
+/// The unique constraint on a task's Idempotency-Key.
+pub const IDEMPOTENCY_KEY_INDEX: &str = "task_instance_idempotency_key_key";
+
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct TaskRow {
     pub id: i64,
@@ -72,9 +78,6 @@ impl NewTask {
         keys
     }
 }
-
-/// The partial unique index that lets one RUNNING task hold a key.
-pub const HELD_KEY_INDEX: &str = "task_target_one_running_per_key";
 
 /// A key that another RUNNING task holds, and that task.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
@@ -168,7 +171,7 @@ impl<'a> PlanColumns<'a> {
 /// Inserts a task with its planned subtasks and edges, takes its keys in
 /// `task_target` and wakes the workers, in one statement: nothing is
 /// visible until it all is, a key another RUNNING task holds refuses it all
-/// (unique violation of [`HELD_KEY_INDEX`]), and the roots' READY time is
+/// (unique violation of [`ONE_RUNNING_PER_TARGET`]), and the roots' READY time is
 /// taken one round trip before the commit. Subtasks
 /// with an input in `ready` start READY with it, the rest PENDING.
 pub async fn insert(
