@@ -7,6 +7,7 @@ use super::envelope::{payload_response, Payload};
 use crate::auth;
 use crate::engine;
 use crate::model::transitions::Refusal;
+use crate::operations;
 use crate::store;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -75,6 +76,38 @@ pub enum Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// An operation's refusal becomes a response naming the path parameter at
+/// fault; its engine and store failures answer as those do.
+impl From<operations::Error> for Error {
+    fn from(e: operations::Error) -> Self {
+        use operations::Error as Op;
+        let message = e.to_string();
+        let (status, code, target) = match e {
+            Op::Engine(e) => return Error::Engine(e),
+            Op::Store(e) => return Error::Store(e),
+            Op::ClusterNotFound(_) => (StatusCode::NOT_FOUND, code::CLUSTER_NOT_FOUND, "id"),
+            Op::ServerNotFound(_) | Op::ServerNotInCluster { .. } => {
+                (StatusCode::NOT_FOUND, code::SERVER_NOT_FOUND, "serverId")
+            }
+            Op::HostNotFound(_) => (StatusCode::NOT_FOUND, code::HOST_NOT_FOUND, "hostId"),
+            Op::ServerState { .. } => (
+                StatusCode::BAD_REQUEST,
+                code::SERVER_STATE_INVALID,
+                "serverId",
+            ),
+            Op::AgentRestarting(_) => {
+                (StatusCode::BAD_REQUEST, code::AGENT_STATE_INVALID, "hostId")
+            }
+            Op::KeyReused(_) => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                code::IDEMPOTENCY_KEY_REUSED,
+                "Idempotency-Key",
+            ),
+        };
+        Error::refused(status, code, message).with_target(target)
+    }
+}
 
 impl From<sqlx::Error> for Error {
     fn from(e: sqlx::Error) -> Self {
