@@ -12,7 +12,7 @@ create table task_target (
     running    boolean not null,
     primary key (task_id, target_key)
 );
-comment on table task_target is 'The targets each task works on, one row per (task, key); at most one RUNNING task holds a key. Keys: server:<id> (a server operation, or each server of a zone or cluster task), cluster:<id> (a zone or cluster task: two of them on one cluster exclude each other), zone:<id>, host:<id> (an agent restart, single or in a batch).';
+comment on table task_target is 'The targets each task works on, one row per (task, key); at most one RUNNING task holds a key. Keys: server:<id> (a server operation, or each server of a zone or cluster task), cluster:<id> (a zone or cluster task: two of them on one cluster exclude each other), zone:<cluster id>:<zone name>, hosts:<ids> (an agent batch''s own key), host:<id> (an agent restart, single or in a batch).';
 comment on column task_target.task_id is 'The task holding or having held the key.';
 comment on column task_target.target_key is 'What is held, e.g. server:7, cluster:2, host:3.';
 comment on column task_target.running is 'True while the task is RUNNING (kept by trigger from task_instance.status): the key is held.';
@@ -24,7 +24,7 @@ insert into task_target (task_id, target_key, running)
 select id, target_key, status = 'RUNNING' from task_instance where target_key is not null;
 
 drop index task_instance_one_running_per_target;
-comment on column task_instance.target_key is 'Key of the task''s own target (e.g. server:7, host:3, cluster:2, zone:5); every key the task holds, this one included, is in task_target.';
+comment on column task_instance.target_key is 'Key of the task''s own target (e.g. server:7, host:3, cluster:2, zone:2:zone1); every key the task holds, this one included, is in task_target.';
 
 create function task_target_follow_status() returns trigger
 language plpgsql as $$
