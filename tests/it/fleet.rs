@@ -698,7 +698,7 @@ async fn every_exclusion_is_refused_by_the_database_under_twenty_concurrent_requ
     .await;
 
     // A zone task and a server task of another zone do not conflict.
-    app.post(&zone1.0).await.ok();
+    let zone_task = app.post(&zone1.0).await.ok()["id"].as_i64().unwrap();
     let (s3, _) = f.zones[1].1[0];
     app.post(&format!("/api/v2/ob/clusters/{c}/servers/{s3}/restart"))
         .await
@@ -706,6 +706,29 @@ async fn every_exclusion_is_refused_by_the_database_under_twenty_concurrent_requ
     // Each pair above could run only because the settled winner of the
     // pair before gave its keys back; a RUNNING one keeps them.
     app.post(&zone1.0).await.assert_error(409, "TARGET_BUSY");
+
+    // A FAILED rollout holds nothing: a server operation on one of its
+    // servers may run, and the rollout's retry is then refused, naming it.
+    sqlx::query("update task_instance set status = 'FAILED', finish_time = now() where id = $1")
+        .bind(zone_task)
+        .execute(&app.db.pool)
+        .await
+        .unwrap();
+    let server_task = app
+        .post(&format!("/api/v2/ob/clusters/{c}/servers/{s1}/restart"))
+        .await
+        .ok()["id"]
+        .as_i64()
+        .unwrap();
+    let a = app
+        .post(&format!("/api/v2/tasks/instances/{zone_task}/retry"))
+        .await;
+    a.assert_error(409, "TARGET_BUSY");
+    let msg = a.body["error"]["message"].as_str().unwrap().to_string();
+    assert!(
+        msg.contains(&format!("RUNNING task {server_task}")),
+        "{msg}"
+    );
     f.finish().await;
 }
 
