@@ -486,3 +486,18 @@ pub async fn get_server_target(
     .fetch_optional(ex)
     .await?)
 }
+
+/// Points a host at its agent's URL and marks the agent ONLINE (the demo's
+/// agents listen somewhere new on each start).
+pub async fn set_host_agent_online(
+    ex: impl PgExecutor<'_>,
+    id: i64,
+    agent_url: &str,
+) -> Result<()> {
+    sqlx::query("update host set agent_url = $2, agent_status = 'ONLINE' where id = $1")
+        .bind(id)
+        .bind(agent_url)
+        .execute(ex)
+        .await?;
+    Ok(())
+}
