@@ -347,11 +347,6 @@ pub async fn insert_server(ex: impl PgExecutor<'_>, s: &NewServer) -> Result<Ser
         .await?)
 }
 
-pub async fn get_server(ex: impl PgExecutor<'_>, id: i64) -> Result<Option<ServerRow>> {
-    let sql = format!("select {SERVER_COLUMNS} from ob_server where id = $1");
-    Ok(sqlx::query_as(&sql).bind(id).fetch_optional(ex).await?)
-}
-
 /// Every server of a cluster, by id.
 pub async fn servers_of_cluster(ex: impl PgExecutor<'_>, cluster: i64) -> Result<Vec<ServerRow>> {
     let sql = format!("select {SERVER_COLUMNS} from ob_server where cluster_id = $1 order by id");
