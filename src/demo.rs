@@ -187,20 +187,8 @@ async fn inventory(
         let url = layout.agent_url(i);
         let id = match inventory::find_host_by_name(&mut *tx, &name).await? {
             Some(h) => {
-                sqlx::query(
-                    "update host set agent_url = $2, ip = $3, agent_status = 'ONLINE' \
-                     where id = $1",
-                )
-                .bind(h.id)
-                .bind(&url)
-                .bind(layout.host_ip(i).to_string())
-                .execute(&mut *tx)
-                .await?;
-                sqlx::query("update ob_server set ip = $2 where host_id = $1")
-                    .bind(h.id)
-                    .bind(layout.host_ip(i).to_string())
-                    .execute(&mut *tx)
-                    .await?;
+                inventory::set_host_agent_online(&mut *tx, h.id, &url).await?;
+                inventory::set_host_address(&mut *tx, h.id, &layout.host_ip(i).to_string()).await?;
                 h.id
             }
             None => {

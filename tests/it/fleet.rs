@@ -6,7 +6,7 @@
 
 use crate::actions::{own_ip, SQL_PORT};
 use crate::app::TestApp;
-use crate::engine::fast_cfg;
+use crate::support::engine::fast_cfg;
 use crate::support::wait_for;
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
