@@ -87,6 +87,12 @@ pub enum Command {
         #[command(flatten)]
         agent: AgentArgs,
     },
+    /// Probe a taskd endpoint and exit 0 when it answers 200 (a container's
+    /// health check: `taskd health --url http://127.0.0.1:8080/readyz`).
+    Health {
+        #[command(flatten)]
+        probe: HealthArgs,
+    },
     /// Run a stand-in observer: listen on a TCP port until SIGTERM (run by
     /// `taskd agent`).
     #[command(hide = true)]
@@ -94,6 +100,44 @@ pub enum Command {
         #[command(flatten)]
         standin: StandinArgs,
     },
+}
+
+/// What `taskd health` probes.
+#[derive(Debug, Clone, clap::Args)]
+pub struct HealthArgs {
+    /// The URL to GET: the API's `/readyz` or `/healthz`, or an agent's
+    /// `/api/v1/status`.
+    #[arg(
+        long,
+        env = "TASKD_HEALTH_URL",
+        default_value = "http://127.0.0.1:8080/readyz"
+    )]
+    pub url: url::Url,
+    /// Seconds to wait for the answer.
+    #[arg(long, env = "TASKD_HEALTH_TIMEOUT_SECS", default_value_t = 3,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub timeout_secs: u64,
+}
+
+/// GETs `args.url`; Ok when it answers 200, else an error naming the URL and
+/// what it answered.
+async fn health(args: HealthArgs) -> anyhow::Result<()> {
+    let client = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(args.timeout_secs))
+        .build()?;
+    let url = args.url.clone();
+    let answer = client
+        .get(url.clone())
+        .send()
+        .await
+        .map_err(|e| anyhow::anyhow!("{url} did not answer: {}", e.without_url()))?;
+    let status = answer.status();
+    if status == reqwest::StatusCode::OK {
+        println!("{url}: 200 OK");
+        Ok(())
+    } else {
+        anyhow::bail!("{url} answered {status}")
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -120,7 +164,7 @@ pub fn init_tracing(cli: &Cli) {
     let default = match cli.command {
         // The bench: so that logging does not weigh on its figures; user
         // commands: so that standard output is their one line.
-        Command::Bench { .. } | Command::User { .. } => "warn",
+        Command::Bench { .. } | Command::User { .. } | Command::Health { .. } => "warn",
         _ => "info",
     };
     let format = cli.log_format;
@@ -440,6 +484,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             crate::agent::serve_agent(agent.to_config(), listener, shutdown_token()).await?;
             Ok(())
         }
+        Command::Health { probe } => health(probe).await,
         Command::ObserverStandin { standin } => {
             let addr = std::net::SocketAddr::new(standin.bind, standin.port);
             crate::agent::standin::run(&standin.name, addr, shutdown_token()).await?;
