@@ -2,12 +2,12 @@
 //! images, commands, environment and ports it must; the Dockerfile builds
 //! the binary in a multi-stage build. (Docker itself cannot run here.)
 
-use serde_yaml::Value;
+use serde_norway::Value;
 
 fn compose() -> Value {
     let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docker-compose.yml"))
         .expect("docker-compose.yml at the top level");
-    serde_yaml::from_str(&text).expect("docker-compose.yml is valid YAML")
+    serde_norway::from_str(&text).expect("docker-compose.yml is valid YAML")
 }
 
 fn env<'a>(svc: &'a Value, key: &str) -> Option<&'a str> {
