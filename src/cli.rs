@@ -168,13 +168,19 @@ pub fn init_tracing(cli: &Cli) {
         _ => "info",
     };
     let format = cli.log_format;
+    // PostgreSQL's NOTICEs (e.g. refinery's "relation already exists,
+    // skipping" on every start) are not news: warnings and up only.
+    let default = format!("{default},tokio_postgres::connection=warn");
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    // Colours only on a terminal, never into a log file or a pipe.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     // Logs go to stderr: stdout is for what a command prints (the demo's
     // instructions, the bench's JSON lines).
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi);
     match format {
         LogFormat::Human => builder.init(),
         LogFormat::Json => builder
@@ -451,7 +457,12 @@ async fn user(command: UserCommand) -> anyhow::Result<()> {
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Migrate { db } => {
-            db::migrate(&db.database_url).await?;
+            db::migrate(&db.database_url).await.with_context(|| {
+                format!(
+                    "cannot apply the migrations to {}",
+                    crate::report::database_at(&db.database_url)
+                )
+            })?;
             tracing::info!("migrations applied");
             Ok(())
         }

@@ -13,6 +13,7 @@
 //! - [`demo`]: `taskd demo`, agents and a demo inventory in one command.
 //! - [`db`]: connection pool and advisory-locked migrations.
 //! - [`metrics`]: Prometheus metrics of the process.
+//! - [`report`]: what a failed command prints, one line per error.
 //! - [`model`]: ids, statuses, the context and the state machine (pure).
 //! - [`dag`]: DAG specs, validation, parallel split, the four templates (pure).
 //! - [`store`]: all SQL, one file per aggregate; callers own transactions.
@@ -36,4 +37,5 @@ pub mod engine;
 pub mod http;
 pub mod metrics;
 pub mod model;
+pub mod report;
 pub mod store;

@@ -11,6 +11,7 @@ mod agent;
 mod app;
 mod auth;
 mod chaos;
+mod cli_errors;
 mod demo;
 mod deploy;
 mod engine;
