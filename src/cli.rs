@@ -87,6 +87,22 @@ pub enum Command {
         #[command(flatten)]
         agent: AgentArgs,
     },
+    /// Tasks through the REST API: list, show, log, retry, rollback, skip,
+    /// cancel, wait (a client of a running taskd).
+    Tasks {
+        #[command(flatten)]
+        api: crate::client::ApiArgs,
+        #[command(subcommand)]
+        command: crate::client::TasksCommand,
+    },
+    /// Operations through the REST API: restart, start or stop a server,
+    /// restart an agent; `--wait` follows the task with its progress.
+    Ops {
+        #[command(flatten)]
+        api: crate::client::ApiArgs,
+        #[command(subcommand)]
+        command: crate::client::OpsCommand,
+    },
     /// Probe a taskd endpoint and exit 0 when it answers 200 (a container's
     /// health check: `taskd health --url http://127.0.0.1:8080/readyz`).
     Health {
@@ -164,7 +180,11 @@ pub fn init_tracing(cli: &Cli) {
     let default = match cli.command {
         // The bench: so that logging does not weigh on its figures; user
         // commands: so that standard output is their one line.
-        Command::Bench { .. } | Command::User { .. } | Command::Health { .. } => "warn",
+        Command::Bench { .. }
+        | Command::User { .. }
+        | Command::Health { .. }
+        | Command::Tasks { .. }
+        | Command::Ops { .. } => "warn",
         _ => "info",
     };
     let format = cli.log_format;
@@ -329,6 +349,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Health { probe } => health(probe).await,
+        Command::Tasks { api, command } => Ok(crate::client::tasks(api, command).await?),
+        Command::Ops { api, command } => Ok(crate::client::ops(api, command).await?),
         Command::ObserverStandin { standin } => {
             let addr = std::net::SocketAddr::new(standin.bind, standin.port);
             crate::agent::standin::run(&standin.name, addr, app::shutdown_token()).await?;

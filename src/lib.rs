@@ -10,6 +10,7 @@
 //! - [`app`]: the composition root: how a process is assembled and stopped.
 //! - [`bench`]: `taskd bench`, throughput and latency figures.
 //! - [`cli`]: subcommands and what each runs.
+//! - [`client`]: `taskd tasks` and `taskd ops`, a client of the REST API.
 //! - [`config`]: settings from flags and environment.
 //! - [`demo`]: `taskd demo`, agents and a demo inventory in one command.
 //! - [`db`]: connection pool and advisory-locked migrations.
@@ -32,6 +33,7 @@ pub mod app;
 pub mod auth;
 pub mod bench;
 pub mod cli;
+pub mod client;
 pub mod config;
 pub mod dag;
 pub mod db;

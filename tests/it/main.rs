@@ -12,6 +12,7 @@ mod app;
 mod auth;
 mod chaos;
 mod cli_errors;
+mod client;
 mod demo;
 mod deploy;
 mod engine;
