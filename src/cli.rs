@@ -226,11 +226,13 @@ fn serve_settings(engine: &EngineArgs, serve: &ServeArgs) -> app::Settings {
 /// worker loops, all stopped by one token on SIGTERM or Ctrl-C, or when any
 /// of them fails.
 async fn serve(db: DbArgs, engine: EngineArgs, serve: ServeArgs) -> anyhow::Result<()> {
-    let pool = app::open_database(&db).await?;
-    app::bootstrap_users(&pool, &serve.auth).await?;
+    // The address first: a bad one must change nothing, not even create
+    // the database.
     let listener = tokio::net::TcpListener::bind(&serve.listen)
         .await
         .with_context(|| format!("cannot listen on {}", serve.listen))?;
+    let pool = app::open_database(&db).await?;
+    app::bootstrap_users(&pool, &serve.auth).await?;
     app::run_until_signalled(pool, Some(listener), serve_settings(&engine, &serve)).await
 }
 

@@ -80,3 +80,34 @@ async fn logs_into_a_pipe_have_no_colours_and_no_postgres_notices() {
     assert!(!err.contains('\u{1b}'), "no ANSI escape codes: {err:?}");
     assert!(!err.contains("NOTICE"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_listen_address_is_refused_before_the_database_is_touched() {
+    let name = format!("taskd_never_{:08x}", rand::random::<u32>());
+    let admin = crate::support::admin_url();
+    let url = match admin.rfind('/') {
+        Some(i) => format!("{}/{name}", &admin[..i]),
+        None => format!("{admin}/{name}"),
+    };
+    let out = tokio::task::spawn_blocking(move || {
+        taskd(
+            &["serve", "--listen", "notanaddress", "--database-url", &url],
+            &[],
+        )
+    })
+    .await
+    .expect("join");
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert_eq!(
+        stderr(&out),
+        "taskd: cannot listen on notanaddress: invalid socket address\n"
+    );
+    let pool = sqlx::PgPool::connect(&admin).await.expect("admin");
+    let exists: bool =
+        sqlx::query_scalar("select exists (select 1 from pg_database where datname = $1)")
+            .bind(&name)
+            .fetch_one(&pool)
+            .await
+            .expect("query");
+    assert!(!exists, "the database was not created");
+}
