@@ -5,7 +5,7 @@
 use super::{EngineConfig, Result};
 use crate::model::transitions::{self, AfterFailure};
 use crate::model::{Context, SubtaskOperation, SubtaskStatus, TaskOperation, TaskStatus};
-use crate::store::subtask::{Claimed, Promotable, RunEnd, RunKey};
+use crate::store::subtask::{Claimed, EndedKind, Promotable, RunEnd, RunKey};
 use crate::store::{self, task::TaskRow};
 use sqlx::{PgConnection, PgPool};
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -42,7 +42,30 @@ pub async fn finish_batch(
     cfg: &EngineConfig,
     items: &[Finished],
 ) -> Result<Vec<bool>> {
-    Ok(finish_and_start(pool, cfg, items, "", 0).await?.0)
+    finish_batch_with(pool, cfg, items, Promotion::InStatement).await
+}
+
+/// Where the subtasks a finish makes runnable are promoted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Promotion {
+    /// In the finish statement itself (`store::subtask::end_and_promote`),
+    /// falling back to the general path only for what it leaves (merges of
+    /// several upstreams, settling, rollbacks). What production does.
+    InStatement,
+    /// Only by the general path (`after_change`), as user actions do. The
+    /// differential test runs the same DAGs through both and compares every
+    /// row, so the two definitions of promotion cannot drift apart.
+    General,
+}
+
+/// `finish_batch` with the promotion path chosen.
+pub async fn finish_batch_with(
+    pool: &PgPool,
+    cfg: &EngineConfig,
+    items: &[Finished],
+    promotion: Promotion,
+) -> Result<Vec<bool>> {
+    Ok(finish(pool, cfg, items, "", 0, promotion).await?.0)
 }
 
 /// `finish_batch` for the worker that ran the batch: up to `start` of the
@@ -55,6 +78,17 @@ pub async fn finish_and_start(
     items: &[Finished],
     executor: &str,
     start: usize,
+) -> Result<(Vec<bool>, Vec<Claimed>)> {
+    finish(pool, cfg, items, executor, start, Promotion::InStatement).await
+}
+
+async fn finish(
+    pool: &PgPool,
+    cfg: &EngineConfig,
+    items: &[Finished],
+    executor: &str,
+    start: usize,
+    promotion: Promotion,
 ) -> Result<(Vec<bool>, Vec<Claimed>)> {
     let mut task_ids: Vec<i64> = items.iter().map(|f| f.task_id).collect();
     task_ids.sort_unstable();
@@ -82,7 +116,11 @@ pub async fn finish_and_start(
     }
     let promotable: Vec<Promotable> = tasks
         .iter()
-        .filter(|t| t.status == TaskStatus::Running && t.operation != TaskOperation::Rollback)
+        .filter(|t| {
+            promotion == Promotion::InStatement
+                && t.status == TaskStatus::Running
+                && t.operation != TaskOperation::Rollback
+        })
         .map(|t| Promotable {
             task_id: t.id,
             max_concurrency: t.max_concurrency,
@@ -95,17 +133,17 @@ pub async fn finish_and_start(
     let mut standing: HashMap<i64, (i64, i64)> = HashMap::new();
     let mut started = Vec::new();
     for row in rows {
-        match row.kind.as_str() {
-            "end" => {
+        match row.kind {
+            EndedKind::End => {
                 written.insert(row.id);
             }
-            "task" => {
+            EndedKind::Task => {
                 standing.insert(
                     row.task_id,
                     (row.active.unwrap_or(0), row.merges.unwrap_or(0)),
                 );
             }
-            _ => match row.status.as_deref() {
+            EndedKind::Up => match row.status.as_deref() {
                 Some("READY") => notify = true,
                 _ => started.extend(row.into_run()?),
             },

@@ -9,10 +9,10 @@ mod sweeper;
 mod worker;
 
 pub use control::{cancel_subtask, retry_subtask, retry_task, rollback_task, skip_subtask};
-pub use finish::{finish_and_start, finish_batch, Finished, Outcome};
+pub use finish::{finish_and_start, finish_batch, finish_batch_with, Finished, Outcome, Promotion};
 pub use submit::{submit, Submitted};
 pub use sweeper::Sweeper;
-pub use worker::Worker;
+pub use worker::{Started, Worker};
 
 use crate::dag::DagError;
 use crate::model::transitions::Refusal;

@@ -222,12 +222,35 @@ pub struct Promotable {
     pub max_concurrency: i32,
 }
 
+/// Which of its three parts a row of `end_and_promote` comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EndedKind {
+    /// A run whose end was written (`'end'` in the statement).
+    End,
+    /// A promotable task's standing afterwards (`'task'`).
+    Task,
+    /// A subtask made READY or RUNNING (`'up'`).
+    Up,
+}
+
+impl TryFrom<String> for EndedKind {
+    type Error = String;
+
+    fn try_from(s: String) -> std::result::Result<Self, String> {
+        match s.as_str() {
+            "end" => Ok(EndedKind::End),
+            "task" => Ok(EndedKind::Task),
+            "up" => Ok(EndedKind::Up),
+            _ => Err(format!("unknown row kind {s:?} from the finish statement")),
+        }
+    }
+}
+
 /// What `end_and_promote` did, row by row.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Ended {
-    /// `end`: a run whose end was written; `task`: a promotable task's
-    /// standing afterwards; `up`: a subtask made READY or RUNNING.
-    pub kind: String,
+    #[sqlx(try_from = "String")]
+    pub kind: EndedKind,
     pub id: i64,
     pub task_id: i64,
     /// `end`/`up`: the row's new status.
@@ -254,7 +277,7 @@ pub struct Ended {
 impl Ended {
     /// The run to start, for an `up` row that became RUNNING.
     pub fn into_run(self) -> Result<Option<Claimed>> {
-        if self.kind != "up" || self.status.as_deref() != Some("RUNNING") {
+        if self.kind != EndedKind::Up || self.status.as_deref() != Some("RUNNING") {
             return Ok(None);
         }
         let missing = || super::Error::Corrupt(format!("started run {} lacks a column", self.id));

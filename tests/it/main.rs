@@ -19,5 +19,6 @@ mod http_api;
 mod http_ops;
 mod inventory;
 mod logs;
+mod promotion;
 mod reliability;
 mod serve;

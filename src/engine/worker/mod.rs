@@ -1,0 +1,265 @@
+//! The worker: claims READY subtasks up to its free slots, runs their actions
+//! outside any transaction, and hands the results to a batching finisher.
+//! This module owns the worker's shared state (its slots) and assembles its
+//! loops; each loop lives in a file of its own:
+//! - `claimer`: the claim loop (the producer);
+//! - `executor`: one run of one action, bounded by timeout and cancel;
+//! - `completer`: the finisher, which writes results and starts successors;
+//! - `heartbeat`: the liveness row and the cancel polling fallback;
+//! - `listener`: LISTEN/NOTIFY wake-ups;
+//! - `drivers`: step-at-a-time drivers for tests.
+
+mod claimer;
+mod completer;
+mod drivers;
+mod executor;
+mod heartbeat;
+mod listener;
+
+pub use drivers::Started;
+
+use super::finish::Finished;
+use super::{new_worker_id, EngineConfig, Result};
+use crate::actions::{Deps, Registry};
+use crate::store::{self, subtask::Claimed};
+use sqlx::PgPool;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, Notify};
+use tokio_util::sync::CancellationToken;
+
+/// Why a run was stopped from outside.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StopReason {
+    UserCancel,
+    Shutdown,
+    /// This worker lost its heartbeat: the sweeper owns the run now.
+    LostLease,
+}
+
+struct Slot {
+    cancel: CancellationToken,
+    reason: Mutex<Option<StopReason>>,
+}
+
+impl Slot {
+    fn new() -> Self {
+        Slot {
+            cancel: CancellationToken::new(),
+            reason: Mutex::new(None),
+        }
+    }
+
+    fn stop(&self, reason: StopReason) {
+        let mut r = self.reason.lock().unwrap_or_else(|p| p.into_inner());
+        if r.is_none() {
+            *r = Some(reason);
+        }
+        self.cancel.cancel();
+    }
+
+    fn reason(&self) -> Option<StopReason> {
+        *self.reason.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+struct Inner {
+    id: String,
+    pool: PgPool,
+    registry: Registry,
+    deps: Deps,
+    cfg: EngineConfig,
+    running: Mutex<HashMap<i64, Arc<Slot>>>,
+    /// Wakes the claim loop: a notification, a freed slot.
+    wake: Notify,
+    /// Signals that a slot was freed (shutdown waits on it).
+    freed: Notify,
+    healthy: AtomicBool,
+    /// Set once shutdown begins: the finisher starts no more successors.
+    stopping: AtomicBool,
+}
+
+/// A worker process's engine half. Cheap to clone.
+#[derive(Clone)]
+pub struct Worker {
+    inner: Arc<Inner>,
+}
+
+/// What one run produced: a result to write, or nothing (lease lost).
+enum RunResult {
+    Write(Finished),
+    Abandon(i64),
+}
+
+impl Worker {
+    pub fn new(pool: PgPool, registry: Registry, cfg: EngineConfig) -> Self {
+        Worker::with_id(new_worker_id(), pool, registry, cfg)
+    }
+
+    pub fn with_id(id: String, pool: PgPool, registry: Registry, cfg: EngineConfig) -> Self {
+        let deps = Deps::new(pool.clone());
+        Worker {
+            inner: Arc::new(Inner {
+                id,
+                pool,
+                registry,
+                deps,
+                cfg,
+                running: Mutex::new(HashMap::new()),
+                wake: Notify::new(),
+                freed: Notify::new(),
+                healthy: AtomicBool::new(true),
+                stopping: AtomicBool::new(false),
+            }),
+        }
+    }
+
+    pub fn id(&self) -> &str {
+        &self.inner.id
+    }
+
+    /// Registers (or revives) this worker's liveness row.
+    pub async fn register(&self) -> Result<()> {
+        let i = &self.inner;
+        store::worker::register(
+            &i.pool,
+            &i.id,
+            &hostname_string(),
+            std::process::id() as i32,
+            i.cfg.slots as i32,
+        )
+        .await?;
+        Ok(())
+    }
+
+    fn running_len(&self) -> usize {
+        self.inner
+            .running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .len()
+    }
+
+    fn slot(&self, id: i64) -> Option<Arc<Slot>> {
+        self.inner
+            .running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&id)
+            .cloned()
+    }
+
+    fn stop_all(&self, reason: StopReason) {
+        let slots: Vec<Arc<Slot>> = self
+            .inner
+            .running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        for s in slots {
+            s.stop(reason);
+        }
+    }
+
+    /// Stops the run of `subtask` if this worker holds it (user cancel).
+    fn cancel_run(&self, subtask: i64) {
+        if let Some(slot) = self.slot(subtask) {
+            tracing::info!(
+                subtask_id = subtask,
+                "cancel requested; stopping the action"
+            );
+            slot.stop(StopReason::UserCancel);
+        }
+    }
+
+    /// Registers runs this worker now holds (claimed, or started by its
+    /// finisher).
+    fn hold(&self, runs: &[Claimed]) {
+        let mut running = self.inner.running.lock().unwrap_or_else(|p| p.into_inner());
+        for c in runs {
+            running.insert(c.id, Arc::new(Slot::new()));
+        }
+    }
+
+    fn free_slots(&self) -> usize {
+        self.inner.cfg.slots.saturating_sub(self.running_len())
+    }
+
+    fn release_slot(&self, id: i64) {
+        self.inner
+            .running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&id);
+        self.inner.freed.notify_waiters();
+        self.inner.wake.notify_one();
+    }
+
+    /// Runs a held run in the background; its result goes to `tx`.
+    fn spawn_run(&self, c: Claimed, tx: mpsc::UnboundedSender<RunResult>) {
+        let w = self.clone();
+        tokio::spawn(async move {
+            let r = w.execute(c).await;
+            let _ = tx.send(r);
+        });
+    }
+
+    /// The worker loop until `shutdown` fires; then stops claiming, lets
+    /// running subtasks finish within the grace period and hands back the
+    /// rest.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<()> {
+        self.register().await?;
+        tracing::info!(worker = %self.inner.id, slots = self.inner.cfg.slots, "worker started");
+        let background = CancellationToken::new();
+        let (tx, rx) = mpsc::unbounded_channel::<RunResult>();
+        let finisher = tokio::spawn(self.clone().finisher(rx, tx.downgrade()));
+        let heart = tokio::spawn(self.clone().heartbeat_loop(background.clone()));
+        let listen = tokio::spawn(self.clone().listen_loop(background.clone()));
+
+        self.claim_loop(&shutdown, &tx).await;
+
+        let inner = &self.inner;
+        inner.stopping.store(true, Ordering::Relaxed);
+        tracing::info!(
+            running = self.running_len(),
+            "worker stopping: no more claims"
+        );
+        let deadline = Instant::now() + inner.cfg.shutdown_grace;
+        while self.running_len() > 0 && Instant::now() < deadline {
+            let freed = inner.freed.notified();
+            tokio::select! {
+                _ = freed => {}
+                _ = tokio::time::sleep_until(deadline.into()) => {}
+                _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+            }
+        }
+        if self.running_len() > 0 {
+            tracing::info!(
+                running = self.running_len(),
+                "grace period over; handing back running subtasks"
+            );
+            self.stop_all(StopReason::Shutdown);
+        }
+        drop(tx);
+        let _ = finisher.await;
+        background.cancel();
+        let _ = heart.await;
+        let _ = listen.await;
+        if let Err(e) = store::worker::deregister(&inner.pool, &inner.id).await {
+            tracing::warn!(error = %e, "could not remove the worker row");
+        }
+        tracing::info!(worker = %inner.id, "worker stopped");
+        Ok(())
+    }
+}
+
+fn hostname_string() -> String {
+    hostname::get()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_else(|| "localhost".into())
+}
