@@ -126,7 +126,7 @@ impl Worker {
         store::worker::register(
             &i.pool,
             &i.id,
-            &hostname_string(),
+            &crate::config::host_name(),
             std::process::id() as i32,
             i.cfg.slots as i32,
         )
@@ -255,11 +255,4 @@ impl Worker {
         tracing::info!(worker = %inner.id, "worker stopped");
         Ok(())
     }
-}
-
-fn hostname_string() -> String {
-    hostname::get()
-        .ok()
-        .and_then(|h| h.into_string().ok())
-        .unwrap_or_else(|| "localhost".into())
 }
