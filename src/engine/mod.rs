@@ -80,6 +80,34 @@ impl From<sqlx::Error> for Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+impl Error {
+    /// True when trying again may succeed: the connection or the server
+    /// failed (or a serialization conflict), not the statement. False when
+    /// PostgreSQL refused what was sent, which would fail again.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Error::Store(crate::store::Error::Db(e)) => match e {
+                sqlx::Error::Database(d) => {
+                    let code = d.code();
+                    let code = code.as_deref().unwrap_or("");
+                    code.starts_with("08")
+                        || code.starts_with("53")
+                        || code.starts_with("57P")
+                        || matches!(code, "40001" | "40P01" | "25006" | "55P03")
+                }
+                sqlx::Error::Io(_)
+                | sqlx::Error::Tls(_)
+                | sqlx::Error::Protocol(_)
+                | sqlx::Error::PoolTimedOut
+                | sqlx::Error::PoolClosed
+                | sqlx::Error::WorkerCrashed => true,
+                _ => false,
+            },
+            _ => false,
+        }
+    }
+}
+
 /// A new worker id: host, pid and a random suffix, unique per process start.
 pub fn new_worker_id() -> String {
     let host = crate::config::host_name();

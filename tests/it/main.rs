@@ -14,6 +14,7 @@ mod chaos;
 mod demo;
 mod deploy;
 mod engine;
+mod engine_faults;
 mod hostile;
 mod http_api;
 mod http_ops;

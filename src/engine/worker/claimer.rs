@@ -17,6 +17,7 @@ impl Worker {
         if limit == 0 {
             return Ok(Vec::new());
         }
+        let _gate = self.inner.claim_gate.read().await;
         let claimed = store::subtask::claim(&self.inner.pool, &self.inner.id, limit as i64).await?;
         if !claimed.is_empty() {
             let m = &crate::metrics::METRICS;
@@ -60,6 +61,13 @@ impl Worker {
                     Err(e) => {
                         claim_errors += 1;
                         tracing::warn!(error = %e, "claim failed; will retry");
+                        // The claim may have committed with its reply lost:
+                        // run what the database says this worker holds.
+                        if let Ok(adopted) = self.adopt().await {
+                            for c in adopted.orphans {
+                                self.spawn_run(c, tx.clone());
+                            }
+                        }
                     }
                 }
             }

@@ -23,7 +23,7 @@ impl Worker {
         for r in results {
             match r {
                 RunResult::Write(f) => writes.push(f),
-                RunResult::Abandon(id) => self.release_slot(id),
+                RunResult::Abandon(key) => self.release_slot(key),
             }
         }
         self.write(&writes).await?;
@@ -69,8 +69,8 @@ impl Worker {
                     kinds.push(true);
                     writes.push(f);
                 }
-                Ok(RunResult::Abandon(id)) => {
-                    self.release_slot(id);
+                Ok(RunResult::Abandon(key)) => {
+                    self.release_slot(key);
                     kinds.push(false);
                 }
                 Err(e) => return Err(crate::engine::Error::NotFound(format!("run task: {e}"))),
@@ -90,7 +90,7 @@ impl Worker {
         }
         let applied = finish_batch(&self.inner.pool, &self.inner.cfg, writes).await;
         for f in writes {
-            self.release_slot(f.run.id);
+            self.release_slot((f.run.id, f.run.run_time));
         }
         applied
     }

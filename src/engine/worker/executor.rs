@@ -66,8 +66,8 @@ impl Worker {
                 outcome,
             })
         };
-        let Some(slot) = self.slot(c.id) else {
-            return RunResult::Abandon(c.id);
+        let Some(slot) = self.slot((c.id, c.run_time)) else {
+            return RunResult::Abandon((c.id, c.run_time));
         };
         let (action, params) = match inner.registry.resolve(&c.class_name) {
             Ok(a) => a,
@@ -142,7 +142,7 @@ impl Worker {
                         Some(StopReason::Shutdown) => Outcome::Release,
                         Some(StopReason::LostLease) => {
                             tracing::warn!("run abandoned: this worker lost its heartbeat");
-                            return RunResult::Abandon(c.id);
+                            return RunResult::Abandon((c.id, c.run_time));
                         }
                         Some(StopReason::UserCancel) | None => Outcome::Failed {
                             error: "subtask canceled".into(),
@@ -168,6 +168,7 @@ impl Worker {
             Outcome::Succeeded(_) => tracing::info!("subtask run succeeded"),
             Outcome::Failed { error, .. } => tracing::warn!(error = %error, "subtask run failed"),
             Outcome::Release => tracing::info!("subtask run handed back"),
+            Outcome::Lost { .. } => {}
         }
         finished(outcome)
     }

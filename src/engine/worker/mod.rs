@@ -71,7 +71,9 @@ struct Inner {
     registry: Registry,
     deps: Deps,
     cfg: EngineConfig,
-    running: Mutex<HashMap<i64, Arc<Slot>>>,
+    /// Held runs, keyed by (subtask id, run_time): a stale run of a subtask
+    /// never touches the slot of a newer run of it.
+    running: Mutex<HashMap<SlotKey, Arc<Slot>>>,
     /// Wakes the claim loop: a notification, a freed slot.
     wake: Notify,
     /// Signals that a slot was freed (shutdown waits on it).
@@ -79,6 +81,10 @@ struct Inner {
     healthy: AtomicBool,
     /// Set once shutdown begins: the finisher starts no more successors.
     stopping: AtomicBool,
+    /// A claim holds it (shared) from its statement until its runs are
+    /// held; a read-back holds it alone, so it never takes a run just
+    /// claimed for one a lost commit started.
+    claim_gate: tokio::sync::RwLock<()>,
 }
 
 /// A worker process's engine half. Cheap to clone.
@@ -87,10 +93,13 @@ pub struct Worker {
     inner: Arc<Inner>,
 }
 
+/// A held run: (subtask id, run_time).
+type SlotKey = (i64, i32);
+
 /// What one run produced: a result to write, or nothing (lease lost).
 enum RunResult {
     Write(Finished),
-    Abandon(i64),
+    Abandon(SlotKey),
 }
 
 impl Worker {
@@ -112,6 +121,7 @@ impl Worker {
                 freed: Notify::new(),
                 healthy: AtomicBool::new(true),
                 stopping: AtomicBool::new(false),
+                claim_gate: tokio::sync::RwLock::new(()),
             }),
         }
     }
@@ -142,12 +152,12 @@ impl Worker {
             .len()
     }
 
-    fn slot(&self, id: i64) -> Option<Arc<Slot>> {
+    fn slot(&self, key: SlotKey) -> Option<Arc<Slot>> {
         self.inner
             .running
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .get(&id)
+            .get(&key)
             .cloned()
     }
 
@@ -165,9 +175,18 @@ impl Worker {
         }
     }
 
-    /// Stops the run of `subtask` if this worker holds it (user cancel).
+    /// Stops the runs of `subtask` this worker holds (user cancel).
     fn cancel_run(&self, subtask: i64) {
-        if let Some(slot) = self.slot(subtask) {
+        let slots: Vec<Arc<Slot>> = self
+            .inner
+            .running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter(|(k, _)| k.0 == subtask)
+            .map(|(_, s)| s.clone())
+            .collect();
+        for slot in slots {
             tracing::info!(
                 subtask_id = subtask,
                 "cancel requested; stopping the action"
@@ -181,7 +200,7 @@ impl Worker {
     fn hold(&self, runs: &[Claimed]) {
         let mut running = self.inner.running.lock().unwrap_or_else(|p| p.into_inner());
         for c in runs {
-            running.insert(c.id, Arc::new(Slot::new()));
+            running.insert((c.id, c.run_time), Arc::new(Slot::new()));
         }
     }
 
@@ -189,12 +208,12 @@ impl Worker {
         self.inner.cfg.slots.saturating_sub(self.running_len())
     }
 
-    fn release_slot(&self, id: i64) {
+    fn release_slot(&self, key: SlotKey) {
         self.inner
             .running
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .remove(&id);
+            .remove(&key);
         self.inner.freed.notify_waiters();
         self.inner.wake.notify_one();
     }
