@@ -14,6 +14,8 @@ mod chaos;
 mod demo;
 mod deploy;
 mod engine;
+#[allow(dead_code)]
+mod faults;
 mod hostile;
 mod http_api;
 mod http_ops;
