@@ -15,6 +15,8 @@ mod demo;
 mod deploy;
 mod engine;
 mod engine_faults;
+#[allow(dead_code)]
+mod faults;
 mod hostile;
 mod http_api;
 mod http_ops;
