@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use taskd::actions::Registry;
 use taskd::dag::NodeSpec;
 use taskd::engine::{self, EngineConfig, Finished, Outcome, Sweeper, Worker};
-use taskd::model::{SubtaskOperation as SOp, SubtaskStatus as S, TaskId, TaskStatus};
+use taskd::model::{SubtaskId, SubtaskOperation as SOp, SubtaskStatus as S, TaskId, TaskStatus};
 use taskd::store::{self, subtask::RunKey, subtask::SubtaskRow};
 use tokio_util::sync::CancellationToken;
 
@@ -129,7 +129,9 @@ async fn a_canceling_run_that_fails_is_never_retried() {
     let started = w.start().await.unwrap();
     let sub = started.ids[0];
     // The run fails on its own while the cancel is on its way.
-    engine::cancel_subtask(&db.pool, id, sub).await.unwrap();
+    engine::cancel_subtask(&db.pool, id, SubtaskId(sub))
+        .await
+        .unwrap();
     assert_eq!(w.finish_started(started).await.unwrap(), vec![true]);
     let r = row(&db, sub).await;
     assert_eq!(
@@ -156,7 +158,9 @@ async fn a_ready_subtask_waiting_out_its_backoff_can_be_cancelled() {
         (r.status, r.operation, r.run_time),
         (S::Ready, SOp::Retry, 2)
     );
-    engine::cancel_subtask(&db.pool, id, sub).await.unwrap();
+    engine::cancel_subtask(&db.pool, id, SubtaskId(sub))
+        .await
+        .unwrap();
     let r = row(&db, sub).await;
     assert_eq!(
         (r.status, r.operation, r.run_time),
@@ -182,7 +186,17 @@ async fn a_run_lost_with_its_worker_is_claimable_at_once() {
     let sweeper = Sweeper::new(db.pool.clone(), cfg.clone());
     assert_eq!(sweeper.run_once().await.unwrap(), 1);
     let b = Worker::new(db.pool.clone(), Registry::standard(), cfg);
-    let again = b.start().await.unwrap();
+    // Well within the 60 s backoff (a claim skips a row locked for a
+    // moment, e.g. by the old run's log insert, so it may take two tries).
+    let again = wait_for(
+        "the lost run to be claimed",
+        Duration::from_secs(10),
+        || async {
+            let s = b.start().await.unwrap();
+            (!s.ids.is_empty()).then_some(s)
+        },
+    )
+    .await;
     assert_eq!(again.ids, started.ids, "no retry backoff for a lost run");
     assert_eq!(row(&db, started.ids[0]).await.run_time, 2);
 }
@@ -260,7 +274,9 @@ async fn a_stale_run_never_frees_the_slot_of_a_newer_run_of_its_subtask() {
     assert_eq!(a.finish_started(first).await.unwrap(), vec![false]);
     // Run 2 still holds its slot: a cancel (found by the heartbeat's
     // polling) reaches it.
-    engine::cancel_subtask(&db.pool, id, sub).await.unwrap();
+    engine::cancel_subtask(&db.pool, id, SubtaskId(sub))
+        .await
+        .unwrap();
     assert!(a.heartbeat().await.unwrap());
     let done = tokio::time::timeout(Duration::from_secs(10), a.finish_started(second))
         .await

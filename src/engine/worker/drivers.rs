@@ -73,7 +73,7 @@ impl Worker {
                     self.release_slot(key);
                     kinds.push(false);
                 }
-                Err(e) => return Err(crate::engine::Error::NotFound(format!("run task: {e}"))),
+                Err(e) => return Err(crate::engine::Error::RunLost(e)),
             }
         }
         let applied = self.write(&writes).await?;
