@@ -117,6 +117,15 @@ pub trait Action: Send + Sync + 'static {
 
     /// Called after a run was stopped by cancel or timeout, to clean up.
     async fn cancel(&self, _run: &Run) {}
+
+    /// True when the host agent fences every effect of this action by the
+    /// run's `{subtask_id}:{run_time}` (a newer attempt reaching the agent
+    /// stops this one and refuses its later calls). Such a run keeps going
+    /// while its worker cannot reach PostgreSQL; any other run is handed
+    /// back before the worker's lease could pass.
+    fn fenced_by_agent(&self) -> bool {
+        false
+    }
 }
 
 /// Parameters given after `?` in a className.

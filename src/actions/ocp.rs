@@ -200,6 +200,10 @@ pub struct StopServer;
 
 #[async_trait]
 impl Action for StopServer {
+    fn fenced_by_agent(&self) -> bool {
+        true
+    }
+
     async fn execute(&self, run: &mut Run) -> ActionResult {
         let t = target(run).await?;
         let agent = client(run, &t.host)?;
@@ -244,6 +248,10 @@ pub struct StartServer;
 
 #[async_trait]
 impl Action for StartServer {
+    fn fenced_by_agent(&self) -> bool {
+        true
+    }
+
     async fn execute(&self, run: &mut Run) -> ActionResult {
         let t = target(run).await?;
         let agent = client(run, &t.host)?;
@@ -323,6 +331,10 @@ pub struct StopProcess;
 
 #[async_trait]
 impl Action for StopProcess {
+    fn fenced_by_agent(&self) -> bool {
+        true
+    }
+
     async fn execute(&self, run: &mut Run) -> ActionResult {
         let t = target(run).await?;
         stop_observer(run, &t).await
@@ -339,6 +351,10 @@ pub struct StartProcess;
 
 #[async_trait]
 impl Action for StartProcess {
+    fn fenced_by_agent(&self) -> bool {
+        true
+    }
+
     async fn execute(&self, run: &mut Run) -> ActionResult {
         let t = target(run).await?;
         start_observer(run, &t).await
@@ -355,6 +371,10 @@ pub struct WaitActive;
 
 #[async_trait]
 impl Action for WaitActive {
+    fn fenced_by_agent(&self) -> bool {
+        true
+    }
+
     async fn execute(&self, run: &mut Run) -> ActionResult {
         let t = target(run).await?;
         let agent = client(run, &t.host)?;
@@ -378,6 +398,10 @@ pub struct WaitStop;
 
 #[async_trait]
 impl Action for WaitStop {
+    fn fenced_by_agent(&self) -> bool {
+        true
+    }
+
     async fn execute(&self, run: &mut Run) -> ActionResult {
         let t = target(run).await?;
         let agent = client(run, &t.host)?;
@@ -400,6 +424,10 @@ pub struct StartAgentService;
 
 #[async_trait]
 impl Action for StartAgentService {
+    fn fenced_by_agent(&self) -> bool {
+        true
+    }
+
     async fn execute(&self, run: &mut Run) -> ActionResult {
         let t = target(run).await?;
         let agent = client(run, &t.host)?;
@@ -541,6 +569,10 @@ pub struct RestartPosProxy;
 
 #[async_trait]
 impl Action for RestartPosProxy {
+    fn fenced_by_agent(&self) -> bool {
+        true
+    }
+
     async fn execute(&self, run: &mut Run) -> ActionResult {
         let h = host(run).await?;
         let p = client(run, &h)?
@@ -561,6 +593,10 @@ pub struct StopAll;
 
 #[async_trait]
 impl Action for StopAll {
+    fn fenced_by_agent(&self) -> bool {
+        true
+    }
+
     async fn execute(&self, run: &mut Run) -> ActionResult {
         let h = host(run).await?;
         client(run, &h)?
@@ -587,6 +623,10 @@ pub struct StartAll;
 
 #[async_trait]
 impl Action for StartAll {
+    fn fenced_by_agent(&self) -> bool {
+        true
+    }
+
     async fn execute(&self, run: &mut Run) -> ActionResult {
         let h = host(run).await?;
         let procs = client(run, &h)?
@@ -614,6 +654,10 @@ pub struct FinishAgent;
 
 #[async_trait]
 impl Action for FinishAgent {
+    fn fenced_by_agent(&self) -> bool {
+        true
+    }
+
     async fn execute(&self, run: &mut Run) -> ActionResult {
         let h = host(run).await?;
         let status = client(run, &h)?

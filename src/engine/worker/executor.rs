@@ -79,6 +79,10 @@ impl Worker {
                 });
             }
         };
+        slot.fenced.store(
+            action.fenced_by_agent(),
+            std::sync::atomic::Ordering::Relaxed,
+        );
         let mut run = self.run_of(&c, params.clone(), slot.cancel.clone());
         tracing::info!(operation = %c.operation, name = %c.name, "subtask run started");
         let timeout = run.timeout;
@@ -140,6 +144,10 @@ impl Worker {
                 } else {
                     match slot.reason() {
                         Some(StopReason::Shutdown) => Outcome::Release,
+                        Some(StopReason::Outage) => {
+                            tracing::warn!("run handed back: this worker cannot reach PostgreSQL and nothing else fences it");
+                            Outcome::Release
+                        }
                         Some(StopReason::LostLease) => {
                             tracing::warn!("run abandoned: this worker lost its heartbeat");
                             return RunResult::Abandon((c.id, c.run_time));

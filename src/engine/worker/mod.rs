@@ -35,13 +35,19 @@ use tokio_util::sync::CancellationToken;
 enum StopReason {
     UserCancel,
     Shutdown,
-    /// This worker lost its heartbeat: the sweeper owns the run now.
+    /// This worker was declared dead: the sweeper owns the run now.
     LostLease,
+    /// This worker cannot heartbeat and its lease may pass soon: a run no
+    /// agent fences is handed back (same run_time) before it can overlap
+    /// with a new attempt.
+    Outage,
 }
 
 struct Slot {
     cancel: CancellationToken,
     reason: Mutex<Option<StopReason>>,
+    /// Set once its action is known to be fenced by the host agent.
+    fenced: AtomicBool,
 }
 
 impl Slot {
@@ -49,6 +55,7 @@ impl Slot {
         Slot {
             cancel: CancellationToken::new(),
             reason: Mutex::new(None),
+            fenced: AtomicBool::new(false),
         }
     }
 
@@ -173,6 +180,23 @@ impl Worker {
         for s in slots {
             s.stop(reason);
         }
+    }
+
+    /// Hands back every run no agent fences; returns how many.
+    fn stop_unfenced(&self) -> usize {
+        let slots: Vec<Arc<Slot>> = self
+            .inner
+            .running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .filter(|s| !s.fenced.load(Ordering::Relaxed))
+            .cloned()
+            .collect();
+        for s in &slots {
+            s.stop(StopReason::Outage);
+        }
+        slots.len()
     }
 
     /// Stops the runs of `subtask` this worker holds (user cancel).
