@@ -32,6 +32,7 @@ use std::net::SocketAddr;
 use tokio_util::sync::CancellationToken;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::limit::RequestBodyLimitLayer;
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 /// Largest request body accepted (1 MiB); larger is a 413.
 pub const BODY_LIMIT: usize = 1 << 20;
@@ -65,20 +66,18 @@ impl AppState {
     }
 }
 
-/// Every route that needs authentication: the operations, task management,
-/// the inventory, users and roles, and the OpenAPI document (which any
+/// Every route that needs authentication, each declared once with its
+/// document (utoipa-axum's `routes!`): the operations, task management, the
+/// inventory, users and roles, and the OpenAPI document (which any
 /// authenticated user may read).
-pub fn api_routes() -> Router<AppState> {
+pub fn api_routes() -> OpenApiRouter<AppState> {
     use auth::{Permission, RequireExt};
-    Router::new()
+    OpenApiRouter::new()
         .merge(ops::routes())
         .merge(tasks::routes())
         .merge(inventory::routes())
         .merge(iam::routes())
-        .route(
-            "/api/v2/openapi.json",
-            axum::routing::get(openapi::openapi_json).require(Permission::InventoryRead),
-        )
+        .routes(routes!(openapi::openapi_json).require(Permission::InventoryRead))
 }
 
 /// The whole application, wrapped by [`layered`]: [`api_routes`] behind
@@ -87,18 +86,19 @@ pub fn api_routes() -> Router<AppState> {
 pub fn router(state: AppState) -> Router {
     let authenticate =
         || axum::middleware::from_fn_with_state(state.auth.clone(), auth::authenticate);
+    let metrics = Router::from(health::metrics_routes());
     let metrics = if state.auth.config().metrics_auth {
-        health::metrics_routes().layer(authenticate())
+        metrics.layer(authenticate())
     } else {
-        health::metrics_routes()
+        metrics
     };
     // The 405 fallback goes on before the layer, so that a wrong method on
     // an API route is refused only after authentication too (layered()
     // leaves a fallback already set as it is).
-    let routes = api_routes()
+    let routes = Router::from(api_routes())
         .method_not_allowed_fallback(error::method_not_allowed)
         .layer(authenticate())
-        .merge(health::routes())
+        .merge(Router::from(health::routes()))
         .merge(metrics);
     layered(routes, state)
 }

@@ -2,6 +2,7 @@
 //! status reads and injected faults. Mutating calls are in `perform`.
 
 use super::dirlock::DirLock;
+use super::fence::Fences;
 use super::http::router;
 use super::request::ApiError;
 use super::state::{adopt, read_state, write_atomically, AgentState};
@@ -31,6 +32,9 @@ pub(super) struct Agent {
     /// Held for the whole of each mutating performance (and its replay
     /// check), so performances never overlap.
     pub(super) ops: tokio::sync::Mutex<()>,
+    /// Held while the state file is written: a fence is saved outside
+    /// `ops`, and the newest state must be written last.
+    pub(super) saving: tokio::sync::Mutex<()>,
     /// Short critical sections only; never held across an await.
     pub(super) state: Mutex<AgentState>,
     pub(super) faults: Mutex<BTreeMap<Operation, FaultSpec>>,
@@ -69,6 +73,8 @@ impl Opened {
                 observer_active: false,
                 slots: BTreeMap::new(),
                 calls: VecDeque::new(),
+                fences: Fences::default(),
+                current: None,
             },
         };
         let observer_ip = cfg.observer_ip.unwrap_or(if listen.ip().is_unspecified() {
@@ -84,6 +90,7 @@ impl Opened {
             state_path,
             logs_dir,
             ops: tokio::sync::Mutex::new(()),
+            saving: tokio::sync::Mutex::new(()),
             state: Mutex::new(state),
             faults: Mutex::new(BTreeMap::new()),
             failed_seen: Mutex::new(HashMap::new()),
@@ -135,6 +142,7 @@ impl Agent {
     // -- state -------------------------------------------------------------
 
     pub(super) async fn persist(&self) -> Result<()> {
+        let _saving = self.saving.lock().await;
         let file = lock(&self.state).to_file();
         let path = self.state_path.clone();
         let bytes = serde_json::to_vec_pretty(&file).map_err(|e| Error::WriteState {

@@ -4,6 +4,7 @@
 use super::agent::Agent;
 use super::request::{ApiError, Request};
 use super::{lock, Result, MAX_STALL};
+use crate::agent::protocol::Fences;
 use crate::agent::protocol::{
     check_key, paths, FaultSpec, FaultTable, Operation, Records, IDEMPOTENCY_KEY_HEADER,
 };
@@ -43,6 +44,7 @@ pub(super) fn router(agent: Shared) -> Router {
             get(list_faults).post(set_fault).delete(clear_faults),
         )
         .route(paths::RECORDS, get(records))
+        .route(paths::FENCES, get(fences))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(on_panic))
@@ -86,6 +88,9 @@ pub(super) async fn handle_mutating(
         Err(e) => return e.into_response(),
     };
     req.fill_defaults(&agent.cfg);
+    if let Err(e) = agent.admit(&key, op).await {
+        return e.into_response();
+    }
     // A task of its own: the operation completes (and is recorded) even if
     // the caller hangs up meanwhile.
     match tokio::spawn(agent.perform(key, req)).await {
@@ -196,7 +201,13 @@ pub(super) async fn records(
     Json(Records { records }).into_response()
 }
 
-pub(super) async fn not_found(uri: axum::http::Uri) -> ApiError {
+pub(super) async fn fences(State(agent): State<Shared>) -> Json<Fences> {
+    Json(Fences {
+        fences: lock(&agent.state).fences.records(),
+    })
+}
+
+async fn not_found(uri: axum::http::Uri) -> ApiError {
     ApiError::new(
         StatusCode::NOT_FOUND,
         format!("no such endpoint: {}", uri.path()),

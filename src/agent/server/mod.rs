@@ -5,10 +5,14 @@
 //!
 //! Mutating calls run one at a time under one lock, in a task of their own so
 //! a client that hangs up does not cut an operation in half. Status reads do
-//! not take that lock.
+//! not take that lock. Keys `{subtask}:{run_time}` are fenced: once run_time
+//! n of a subtask has reached the agent, the operation of an older run_time
+//! in progress is stopped and that run's later calls are refused (410,
+//! code "superseded"), a rule the state file keeps across restarts.
 //!
 //! - `state`: process slots and call records, the state file, adoption.
 //! - `dirlock`: the state directory's lock.
+//! - `fence`: refusing calls of attempts older than the newest seen.
 //! - `agent`: opening and serving, processes, status reads, faults.
 //! - `request`: parsed mutating calls and the agent's answers.
 //! - `perform`: performing, recording and replaying mutating calls.
@@ -16,6 +20,7 @@
 
 mod agent;
 mod dirlock;
+mod fence;
 mod http;
 mod perform;
 mod request;

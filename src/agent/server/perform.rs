@@ -2,16 +2,76 @@
 //! recorded, and replayed to repeats.
 
 use super::agent::Agent;
+use super::fence::{attempt_of, Verdict};
 use super::request::{error_body, error_reply, to_json, ApiError, Reply, Request};
+use super::state::{AgentState, Current};
 use super::{lock, Result, MAX_RECORDS};
 use crate::agent::process::Proc;
+use crate::agent::protocol::Operation;
 use crate::agent::protocol::{CallRecord, ProcessList, AGENT_PROCESSES, OBSERVER, POS_PROXY};
 use axum::http::StatusCode;
 use chrono::Utc;
 use std::sync::Arc;
+use std::sync::Mutex;
 use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// Clears the attempt in progress when its performance ends, however.
+struct Performing<'a>(&'a Mutex<AgentState>);
+
+impl Drop for Performing<'_> {
+    fn drop(&mut self) {
+        lock(self.0).current = None;
+    }
+}
+
+/// How a performance ended before it is recorded.
+enum Ended {
+    /// An injected fault: nothing was attempted, nothing is recorded.
+    Fault(ApiError),
+    Done(Result<serde_json::Value, ApiError>),
+}
+
 impl Agent {
     // -- mutating calls ----------------------------------------------------
+
+    /// Checks a call's key against its subtask's fence as it arrives, before
+    /// it queues for its turn: an older attempt is refused; a newer one
+    /// raises the fence, stops the older attempt's performance in progress
+    /// and is saved before anything of it is performed.
+    pub(super) async fn admit(&self, key: &str, op: Operation) -> Result<(), ApiError> {
+        let verdict = {
+            let mut st = lock(&self.state);
+            let v = st.fences.admit(key);
+            if let (Verdict::Raised { .. }, Some((subtask, run_time))) = (v, attempt_of(key)) {
+                if let Some(c) = st
+                    .current
+                    .as_ref()
+                    .filter(|c| c.subtask == subtask && c.run_time < run_time)
+                {
+                    tracing::warn!(
+                        subtask,
+                        stopped = c.run_time,
+                        by = run_time,
+                        "stopping the operation of a superseded attempt"
+                    );
+                    c.stop.cancel();
+                }
+            }
+            v
+        };
+        match verdict {
+            Verdict::Superseded { by } => {
+                tracing::warn!(key, operation = %op, by, "refused a call of a superseded attempt");
+                Err(ApiError::superseded(key, by))
+            }
+            Verdict::Raised { .. } => self.persist().await.map_err(|e| {
+                tracing::error!(key, error = %e, "could not save a fence");
+                ApiError::internal(format!("could not save the fence of {key}: {e}"))
+            }),
+            Verdict::Current | Verdict::Unfenced => Ok(()),
+        }
+    }
 
     /// Performs `req` under `key` once: a repeat returns the recorded answer.
     pub(super) async fn perform(self: Arc<Self>, key: String, req: Request) -> Reply {
@@ -21,6 +81,24 @@ impl Agent {
         if self.shutdown.is_cancelled() {
             return error_reply(ApiError::shutting_down());
         }
+        // A newer attempt may have arrived while this call waited its turn.
+        // Checked and marked current under one lock, so a newer attempt
+        // arriving later finds this performance to stop.
+        let stop = CancellationToken::new();
+        {
+            let mut st = lock(&self.state);
+            if let Some(by) = st.fences.refuses(&key) {
+                drop(st);
+                tracing::warn!(key, operation = %op, by, "refused a call of a superseded attempt");
+                return error_reply(ApiError::superseded(&key, by));
+            }
+            st.current = attempt_of(&key).map(|(subtask, run_time)| Current {
+                subtask: subtask.to_string(),
+                run_time,
+                stop: stop.clone(),
+            });
+        }
+        let _performing = Performing(&self.state);
         let replay = {
             let mut st = lock(&self.state);
             st.find_call(&key, op).map(|rec| {
@@ -52,20 +130,38 @@ impl Agent {
             None => {}
         }
         let started_at = Utc::now();
-        if let Err(e) = self.apply_fault(op).await {
-            if e.status != StatusCode::SERVICE_UNAVAILABLE {
-                *lock(&self.failed_seen).entry((key, op)).or_default() += 1;
+        let performance = async {
+            if let Err(e) = self.apply_fault(op).await {
+                return Ended::Fault(e);
             }
-            return error_reply(e);
-        }
-        tracing::info!(key, operation = %op, "performing");
-        let outcome = self.execute(&req).await;
+            tracing::info!(key, operation = %op, "performing");
+            Ended::Done(self.execute(&req).await)
+        };
+        let ended = tokio::select! {
+            ended = performance => ended,
+            _ = stop.cancelled() => {
+                let by = attempt_of(&key)
+                    .and_then(|(subtask, _)| lock(&self.state).fences.newest(subtask))
+                    .unwrap_or_default();
+                tracing::warn!(key, operation = %op, by, "stopped: a newer attempt reached the agent");
+                Ended::Done(Err(ApiError::superseded(&key, by)))
+            }
+        };
+        let outcome = match ended {
+            Ended::Fault(e) => {
+                if e.status != StatusCode::SERVICE_UNAVAILABLE {
+                    *lock(&self.failed_seen).entry((key, op)).or_default() += 1;
+                }
+                return error_reply(e);
+            }
+            Ended::Done(outcome) => outcome,
+        };
         let finished_at = Utc::now();
         let (status, body) = match outcome {
             Ok(v) => (StatusCode::OK, v),
             Err(e) => {
                 tracing::warn!(key, operation = %op, error = %e.message, "operation failed");
-                (e.status, error_body(&e.message))
+                (e.status, error_body(&e))
             }
         };
         let earlier = lock(&self.failed_seen)

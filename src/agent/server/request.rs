@@ -5,16 +5,20 @@
 use super::{AgentConfig, Result};
 use crate::agent::process::{self};
 use crate::agent::protocol::{
-    ErrorBody, NoParams, Operation, StartObserver, StopObserver, REPLAYED_HEADER,
+    ErrorBody, NoParams, Operation, StartObserver, StopObserver, REPLAYED_HEADER, SUPERSEDED,
 };
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Serialize;
+
+/// An operation's answer (or refusal) before it is recorded.
 #[derive(Debug)]
 pub(super) struct ApiError {
     pub(super) status: StatusCode,
     pub(super) message: String,
+    /// The body's `code`, where the protocol defines one.
+    pub(super) code: Option<&'static str>,
 }
 
 impl ApiError {
@@ -22,6 +26,18 @@ impl ApiError {
         ApiError {
             status,
             message: message.into(),
+            code: None,
+        }
+    }
+
+    /// A call of attempt `key`, older than attempt `by` of its subtask.
+    pub(super) fn superseded(key: &str, by: u64) -> ApiError {
+        ApiError {
+            status: StatusCode::GONE,
+            message: format!(
+                "attempt {key} is superseded: run_time {by} of its subtask has reached this agent"
+            ),
+            code: Some(SUPERSEDED),
         }
     }
 
@@ -57,6 +73,7 @@ impl IntoResponse for ApiError {
             self.status,
             Json(ErrorBody {
                 error: self.message,
+                code: self.code.map(str::to_string),
             }),
         )
             .into_response()
@@ -176,14 +193,17 @@ pub(super) fn to_json<T: Serialize>(v: &T) -> Result<serde_json::Value, ApiError
         .map_err(|e| ApiError::internal(format!("cannot encode the answer: {e}")))
 }
 
-pub(super) fn error_body(message: &str) -> serde_json::Value {
-    serde_json::json!({ "error": message })
+pub(super) fn error_body(e: &ApiError) -> serde_json::Value {
+    match e.code {
+        None => serde_json::json!({ "error": e.message }),
+        Some(code) => serde_json::json!({ "error": e.message, "code": code }),
+    }
 }
 
 pub(super) fn error_reply(e: ApiError) -> Reply {
     Reply {
         status: e.status,
-        body: error_body(&e.message),
+        body: error_body(&e),
         replayed: false,
     }
 }

@@ -2,13 +2,16 @@
 //! file they are saved to (written atomically), and adoption of the
 //! processes a state file names when an agent starts.
 
+use super::fence::Fences;
 use super::{Error, Result, MAX_RECORDS, STATE_VERSION};
 use crate::agent::process::Proc;
+use crate::agent::protocol::Fence;
 use crate::agent::protocol::{CallRecord, Operation, ProcessState, ProcessStatus};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, VecDeque};
 use std::path::Path;
+use tokio_util::sync::CancellationToken;
 
 /// One process slot: what runs there now, and how its last run ended.
 #[derive(Debug, Clone, Default)]
@@ -66,6 +69,19 @@ pub(super) struct AgentState {
     pub(super) observer_active: bool,
     pub(super) slots: BTreeMap<String, Slot>,
     pub(super) calls: VecDeque<CallRecord>,
+    /// The newest attempt seen per subtask (saved).
+    pub(super) fences: Fences,
+    /// The attempt whose performance runs now, if its key names one (not
+    /// saved: nothing runs across a restart).
+    pub(super) current: Option<Current>,
+}
+
+/// The performance in progress of an attempt key, and how to stop it.
+#[derive(Debug)]
+pub(super) struct Current {
+    pub(super) subtask: String,
+    pub(super) run_time: u64,
+    pub(super) stop: CancellationToken,
 }
 
 impl AgentState {
@@ -115,6 +131,7 @@ impl AgentState {
             observer_active: self.observer_active,
             processes,
             calls: self.calls.iter().cloned().collect(),
+            fences: self.fences.records(),
         }
     }
 }
@@ -127,6 +144,9 @@ pub(super) struct StateFile {
     pub(super) observer_active: bool,
     pub(super) processes: BTreeMap<String, ProcRecord>,
     pub(super) calls: Vec<CallRecord>,
+    /// Absent in files written before fencing.
+    #[serde(default)]
+    pub(super) fences: Vec<Fence>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -220,6 +240,8 @@ pub(super) fn adopt(file: StateFile) -> AgentState {
         observer_active: file.observer_active,
         slots,
         calls,
+        fences: Fences::from_records(file.fences),
+        current: None,
     }
 }
 
@@ -247,6 +269,7 @@ mod tests {
             observer_active: true,
             processes: BTreeMap::new(),
             calls: vec![],
+            fences: vec![],
         };
         let bytes = serde_json::to_vec(&file).expect("encode");
         write_atomically(&path, &bytes).expect("write");
