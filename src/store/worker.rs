@@ -70,12 +70,3 @@ pub async fn remove_if_silent(
         .await?;
     Ok(done.rows_affected() == 1)
 }
-
-/// Age of the oldest heartbeat among live rows, in seconds (for metrics).
-pub async fn oldest_heartbeat_age(ex: impl PgExecutor<'_>) -> Result<f64> {
-    Ok(sqlx::query_scalar(
-        "select coalesce(extract(epoch from now() - min(heartbeat_at))::float8, 0) from worker",
-    )
-    .fetch_one(ex)
-    .await?)
-}
