@@ -3,7 +3,7 @@
 //! what it watched, cancel beats retry and hand-back, a bad row never stops
 //! a sweep nor a batch, slots are per run, a lost run is claimable at once.
 
-use crate::engine::{fast_cfg, submit, worker};
+use crate::support::engine::{fast_cfg, submit, worker};
 use crate::support::{wait_for, TestDb};
 use chrono::{DateTime, Utc};
 use std::time::{Duration, Instant};

@@ -2,9 +2,9 @@
 //! restart of a private cluster, a black-holed link (partition) and a
 //! commit whose reply is lost, driven by the proxy in `faults`.
 
-use crate::engine::{fast_cfg, new_task};
 use crate::faults::pgcluster::{PgCluster, StopMode};
 use crate::faults::proxy::{AfterDrop, Proxy};
+use crate::support::engine::{fast_cfg, new_task};
 use crate::support::{wait_for, TestDb};
 use async_trait::async_trait;
 use sqlx::PgPool;

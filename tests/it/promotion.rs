@@ -4,7 +4,7 @@
 //! This differential test runs the same DAGs through both paths, step by
 //! step, and compares every row after every step.
 
-use crate::engine::{new_task, submit_with};
+use crate::support::engine::{new_task, submit_with};
 use crate::support::TestDb;
 use std::time::Duration;
 use taskd::dag::NodeSpec;
