@@ -50,10 +50,26 @@ impl Action for Recorder {
     }
 }
 
+/// `rec.fenced?ms=N`: `rec.step` declared fenced by its host agent, so a
+/// worker that loses PostgreSQL keeps it running.
+struct Fenced(Recorder);
+
+#[async_trait]
+impl Action for Fenced {
+    async fn execute(&self, run: &mut Run) -> ActionResult {
+        self.0.execute(run).await
+    }
+
+    fn fenced_by_agent(&self) -> bool {
+        true
+    }
+}
+
 impl Recorder {
     fn registry(&self) -> Registry {
         let mut r = Registry::standard();
         r.register("rec.step", self.clone());
+        r.register("rec.fenced", Fenced(self.clone()));
         r
     }
 
@@ -152,6 +168,12 @@ async fn an_eight_second_restart_fails_no_run_and_overlaps_none() {
             .await,
         );
     }
+    let fenced = submit_on(
+        &pool,
+        "fenced",
+        vec![NodeSpec::new("long", "rec.fenced?ms=11000", 60).retries(2)],
+    )
+    .await;
     let cfg = fast_cfg();
     let stop = CancellationToken::new();
     let mut handles = process(&url, rec.registry(), &cfg, &stop).await;
@@ -185,6 +207,23 @@ async fn an_eight_second_restart_fails_no_run_and_overlaps_none() {
         }
     }
     rec.assert_no_overlap();
+    // The agent-fenced step ran on through the outage: one execution.
+    wait_for(
+        "the fenced step to succeed",
+        Duration::from_secs(30),
+        || async {
+            (try_statuses(&pool, &[fenced]).await?[0] == TaskStatus::Successful).then_some(())
+        },
+    )
+    .await;
+    let long = store::subtask::list_for_task(&pool, fenced).await.unwrap()[0].clone();
+    assert_eq!(long.run_time, 1);
+    let runs = rec
+        .executions()
+        .into_iter()
+        .filter(|e| e.0 == long.id)
+        .count();
+    assert_eq!(runs, 1, "a fenced step is not stopped by an outage");
     stop.cancel();
     for h in handles {
         h.await.unwrap();
