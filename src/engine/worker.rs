@@ -361,6 +361,8 @@ impl Worker {
                 });
             }
         };
+        let timeout = Duration::from_secs(c.timeout_s.max(1) as u64);
+        let deadline = tokio::time::Instant::now() + timeout;
         let mut run = Run {
             task_id: c.task_id,
             subtask_id: c.id,
@@ -369,14 +371,14 @@ impl Worker {
             name: c.name.clone(),
             trace_id: c.trace_id.clone(),
             parallel_idx: c.parallel_idx,
-            timeout: Duration::from_secs(c.timeout_s.max(1) as u64),
+            timeout,
+            deadline,
             params,
             context: c.context.0.clone(),
             cancel: slot.cancel.clone(),
             deps: inner.deps.clone(),
         };
         tracing::info!(operation = %c.operation, name = %c.name, "subtask run started");
-        let timeout = Duration::from_secs(c.timeout_s.max(1) as u64);
         let token = slot.cancel.clone();
         let action2 = action.clone();
         // The action runs in its own task so that a panic fails the run
@@ -396,9 +398,12 @@ impl Worker {
         );
         let abort = handle.abort_handle();
         let mut timed_out = false;
+        // Biased, the deadline first: an action that ends because its agent
+        // call reached the same deadline is reported as the step's timeout.
         let joined = tokio::select! {
+            biased;
+            _ = tokio::time::sleep_until(deadline) => { timed_out = true; None }
             j = handle => Some(j),
-            _ = tokio::time::sleep(timeout) => { timed_out = true; None }
             _ = token.cancelled() => None,
         };
         let (result, run) = match joined {
@@ -465,7 +470,8 @@ impl Worker {
                 name: c.name.clone(),
                 trace_id: c.trace_id.clone(),
                 parallel_idx: c.parallel_idx,
-                timeout: Duration::from_secs(c.timeout_s.max(1) as u64),
+                timeout,
+                deadline: tokio::time::Instant::now() + timeout,
                 params: inner
                     .registry
                     .resolve(&c.class_name)
