@@ -21,5 +21,6 @@ mod http_api;
 mod http_ops;
 mod inventory;
 mod logs;
+mod pg_faults;
 mod reliability;
 mod serve;
