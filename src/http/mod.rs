@@ -1,8 +1,9 @@
 //! The REST API: OCP's four operations, task management and the inventory,
 //! with OCP's envelope on every response.
 //!
-//! Layout: [`envelope`] (trace id, span and the envelope around every
-//! answer), [`error`] (the one error type that becomes a response),
+//! Layout: [`wire`] (OCP's wire types: envelope, error body, codes),
+//! [`envelope`] (trace id, span and the envelope around every answer),
+//! [`error`] (the one error type that becomes a response),
 //! [`extract`] (extractors whose rejections are envelopes), one module per
 //! resource ([`ops`], [`tasks`], [`inventory`], [`iam`]), [`openapi`] and
 //! [`health`].
@@ -23,6 +24,7 @@ pub mod inventory;
 pub mod openapi;
 pub mod ops;
 pub mod tasks;
+pub mod wire;
 
 use crate::auth::{self, AuthConfig, Authenticator};
 use axum::extract::DefaultBodyLimit;

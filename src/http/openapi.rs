@@ -3,9 +3,8 @@
 //! `/api/v2/openapi.json`. Declares HTTP Basic as the security scheme of
 //! every route but the probes, and adds the 401 and 429 answers to each.
 
-use super::envelope::{EmptyEnvelope, ErrorEnvelope, PageInfo};
-use super::error::{ErrorBody, SubError};
 use super::health;
+use super::wire::{EmptyEnvelope, ErrorBody, ErrorEnvelope, PageInfo, SubError};
 use axum::Json;
 use std::sync::LazyLock;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityRequirement, SecurityScheme};
