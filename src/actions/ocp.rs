@@ -99,7 +99,9 @@ async fn host(run: &Run) -> Result<HostRow, ActionError> {
 }
 
 fn client(run: &Run, host: &HostRow) -> Result<AgentClient, ActionError> {
-    AgentClient::new(run.deps.http.clone(), &host.agent_url).map_err(|e| agent_err(host, e))
+    AgentClient::new(run.deps.http.clone(), &host.agent_url)
+        .map(|c| c.with_deadline(run.deadline, run.deps.agent_call_cap))
+        .map_err(|e| agent_err(host, e))
 }
 
 /// An agent failure as a run failure naming the host.
@@ -114,7 +116,7 @@ fn deadline(run: &Run) -> tokio::time::Instant {
     // The engine stops the run at its timeout; the wait gives up just before
     // so that its message says what it last saw.
     let margin = Duration::from_millis(500).min(run.timeout / 4);
-    tokio::time::Instant::now() + run.timeout.saturating_sub(margin)
+    run.deadline.checked_sub(margin).unwrap_or(run.deadline)
 }
 
 async fn set_server(run: &Run, id: i64, s: ServerStatus) -> ActionResult {

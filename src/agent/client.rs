@@ -85,7 +85,13 @@ impl Error {
 pub struct AgentClient {
     http: reqwest::Client,
     base: String,
+    /// With [`AgentClient::with_deadline`]: each call's timeout.
+    deadline: Option<(Instant, Duration)>,
 }
+
+/// A call bound to a run's deadline gives up this long after it, so the
+/// engine's own timeout, at the deadline, always comes first.
+const PAST_DEADLINE: Duration = Duration::from_millis(250);
 
 /// The message of a transport error, without the URL reqwest puts first,
 /// with its causes ("... : tcp connect error: Connection refused").
@@ -129,12 +135,35 @@ impl AgentClient {
                 message: "expected http://host:port".to_string(),
             });
         }
-        Ok(AgentClient { http, base })
+        Ok(AgentClient {
+            http,
+            base,
+            deadline: None,
+        })
+    }
+
+    /// This client with every call's timeout taken from `deadline` (a run's):
+    /// the time left until it (plus a moment, so the run's own timeout is
+    /// what ends it), at most `cap`. Replaces the HTTP client's timeout.
+    pub fn with_deadline(mut self, deadline: Instant, cap: Duration) -> AgentClient {
+        self.deadline = Some((deadline, cap));
+        self
+    }
+
+    /// The timeout of a call starting now, if bound to a deadline.
+    fn call_timeout(&self) -> Option<Duration> {
+        self.deadline.map(|(deadline, cap)| {
+            (deadline.saturating_duration_since(Instant::now()) + PAST_DEADLINE).min(cap)
+        })
     }
 
     /// For URLs known to be well formed (`http://ip:port`).
     pub(crate) fn from_parts(http: reqwest::Client, base: String) -> AgentClient {
-        AgentClient { http, base }
+        AgentClient {
+            http,
+            base,
+            deadline: None,
+        }
     }
 
     /// The agent's base URL, for messages.
@@ -267,6 +296,10 @@ impl AgentClient {
     }
 
     async fn send<T: DeserializeOwned>(&self, req: reqwest::RequestBuilder) -> Result<T> {
+        let req = match self.call_timeout() {
+            Some(t) => req.timeout(t),
+            None => req,
+        };
         let resp = req.send().await.map_err(|e| self.transport(e))?;
         let status = resp.status();
         let body = resp.bytes().await.map_err(|e| self.transport(e))?;

@@ -22,6 +22,7 @@ mod http_api;
 mod http_ops;
 mod inventory;
 mod logs;
+mod pg_faults;
 mod pg_outage;
 mod promotion;
 mod reliability;

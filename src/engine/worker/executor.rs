@@ -33,6 +33,7 @@ impl Worker {
         params: crate::actions::Params,
         cancel: CancellationToken,
     ) -> Run {
+        let timeout = Duration::from_secs(c.timeout_s.max(1) as u64);
         Run {
             task_id: c.task_id,
             subtask_id: c.id,
@@ -41,7 +42,8 @@ impl Worker {
             name: c.name.clone(),
             trace_id: c.trace_id.clone(),
             parallel_idx: c.parallel_idx,
-            timeout: Duration::from_secs(c.timeout_s.max(1) as u64),
+            timeout,
+            deadline: tokio::time::Instant::now() + timeout,
             params,
             context: c.context.0.clone(),
             cancel,
@@ -85,7 +87,7 @@ impl Worker {
         );
         let mut run = self.run_of(&c, params.clone(), slot.cancel.clone());
         tracing::info!(operation = %c.operation, name = %c.name, "subtask run started");
-        let timeout = run.timeout;
+        let deadline = run.deadline;
         let token = slot.cancel.clone();
         let act = action.clone();
         // The action runs in its own task so that a panic fails the run
@@ -104,9 +106,12 @@ impl Worker {
         );
         let abort = handle.abort_handle();
         let mut timed_out = false;
+        // Biased, the deadline first: an action that ends because its agent
+        // call reached the same deadline is reported as the step's timeout.
         let joined = tokio::select! {
+            biased;
+            _ = tokio::time::sleep_until(deadline) => { timed_out = true; None }
             j = handle => Some(j),
-            _ = tokio::time::sleep(timeout) => { timed_out = true; None }
             _ = token.cancelled() => None,
         };
         let (result, run) = match joined {
