@@ -1,7 +1,9 @@
 //! PostgreSQL faults seen by the API: connections terminated under the
-//! pool are replaced, not handed to requests.
+//! pool (by PostgreSQL or by a network cut, through `faults::proxy`) are
+//! replaced, not handed to requests.
 
 use crate::app::TestApp;
+use crate::faults::proxy::Proxy;
 use crate::support::{admin_url, wait_for};
 use std::time::Duration;
 
@@ -58,4 +60,25 @@ async fn no_5xx_after_every_backend_is_terminated() {
         );
     }
     admin.close().await;
+}
+
+#[tokio::test]
+async fn no_5xx_after_the_network_cuts_every_connection() {
+    let proxy = Proxy::for_url(&admin_url()).await;
+    let app = TestApp::start_through(&proxy).await;
+    for round in 0..3 {
+        let warm = burst(&app, 16).await;
+        assert!(warm.iter().all(|&s| s == 404), "{warm:?}");
+        assert!(proxy.open_connections() > 0);
+        proxy.cut_all();
+        wait_for("the cut connections to close", DEADLINE, || async {
+            (proxy.open_connections() == 0).then_some(())
+        })
+        .await;
+        let after = burst(&app, 16).await;
+        assert!(
+            after.iter().all(|&s| s < 500),
+            "round {round}: requests after a cut got {after:?}"
+        );
+    }
 }
