@@ -37,8 +37,16 @@ impl ActionError {
 #[derive(Clone)]
 pub struct Deps {
     pub pool: PgPool,
+    /// No overall timeout of its own: each agent call's deadline is the
+    /// run's (see [`Run::deadline`]), at most `agent_call_cap`.
     pub http: reqwest::Client,
+    /// The longest a single agent call may take, whatever the run's time.
+    pub agent_call_cap: std::time::Duration,
 }
+
+/// Default [`Deps::agent_call_cap`]: above every template step's timeout
+/// that makes agent calls, so a step's own timeout decides.
+pub const AGENT_CALL_CAP: std::time::Duration = std::time::Duration::from_secs(600);
 
 impl Deps {
     pub fn new(pool: PgPool) -> Self {
@@ -46,9 +54,9 @@ impl Deps {
             pool,
             http: reqwest::Client::builder()
                 .connect_timeout(std::time::Duration::from_secs(3))
-                .timeout(std::time::Duration::from_secs(30))
                 .build()
                 .unwrap_or_default(),
+            agent_call_cap: AGENT_CALL_CAP,
         }
     }
 }
@@ -64,6 +72,9 @@ pub struct Run {
     pub parallel_idx: i32,
     /// How long the run may take before the engine stops it.
     pub timeout: std::time::Duration,
+    /// When the engine stops the run (its start plus `timeout`): agent
+    /// calls give up no earlier, so the step's timeout is what is reported.
+    pub deadline: tokio::time::Instant,
     /// Parameters given after `?` in the className.
     pub params: BTreeMap<String, String>,
     /// The input context; keys the action sets here flow downstream.
@@ -119,6 +130,15 @@ pub trait Action: Send + Sync + 'static {
 
     /// Called after a run was stopped by cancel or timeout, to clean up.
     async fn cancel(&self, _run: &Run) {}
+
+    /// True when the host agent fences every effect of this action by the
+    /// run's `{subtask_id}:{run_time}` (a newer attempt reaching the agent
+    /// stops this one and refuses its later calls). Such a run keeps going
+    /// while its worker cannot reach PostgreSQL; any other run is handed
+    /// back before the worker's lease could pass.
+    fn fenced_by_agent(&self) -> bool {
+        false
+    }
 }
 
 /// Parameters given after `?` in a className.

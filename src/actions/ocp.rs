@@ -113,7 +113,9 @@ async fn host(run: &Run) -> Result<HostRow, ActionError> {
 }
 
 pub(super) fn client(run: &Run, host: &HostRow) -> Result<AgentClient, ActionError> {
-    AgentClient::new(run.deps.http.clone(), &host.agent_url).map_err(|e| agent_err(host, e))
+    AgentClient::new(run.deps.http.clone(), &host.agent_url)
+        .map(|c| c.with_deadline(run.deadline, run.deps.agent_call_cap))
+        .map_err(|e| agent_err(host, e))
 }
 
 /// An agent failure as a run failure naming the host.
@@ -128,7 +130,7 @@ fn deadline(run: &Run) -> tokio::time::Instant {
     // The engine stops the run at its timeout; the wait gives up just before
     // so that its message says what it last saw.
     let margin = Duration::from_millis(500).min(run.timeout / 4);
-    tokio::time::Instant::now() + run.timeout.saturating_sub(margin)
+    run.deadline.checked_sub(margin).unwrap_or(run.deadline)
 }
 
 async fn set_host(run: &Run, id: i64, s: HostAgentStatus) -> ActionResult {
@@ -182,6 +184,10 @@ pub struct StopServer;
 
 #[async_trait]
 impl Action for StopServer {
+    fn fenced_by_agent(&self) -> bool {
+        true
+    }
+
     async fn execute(&self, run: &mut Run) -> ActionResult {
         let t = target(run).await?;
         let agent = client(run, &t.host)?;
@@ -226,6 +232,10 @@ pub struct StartServer;
 
 #[async_trait]
 impl Action for StartServer {
+    fn fenced_by_agent(&self) -> bool {
+        true
+    }
+
     async fn execute(&self, run: &mut Run) -> ActionResult {
         let t = target(run).await?;
         let agent = client(run, &t.host)?;
@@ -305,6 +315,10 @@ pub struct StopProcess;
 
 #[async_trait]
 impl Action for StopProcess {
+    fn fenced_by_agent(&self) -> bool {
+        true
+    }
+
     async fn execute(&self, run: &mut Run) -> ActionResult {
         let t = target(run).await?;
         stop_observer(run, &t).await
@@ -321,6 +335,10 @@ pub struct StartProcess;
 
 #[async_trait]
 impl Action for StartProcess {
+    fn fenced_by_agent(&self) -> bool {
+        true
+    }
+
     async fn execute(&self, run: &mut Run) -> ActionResult {
         let t = target(run).await?;
         start_observer(run, &t).await
@@ -337,6 +355,10 @@ pub struct WaitActive;
 
 #[async_trait]
 impl Action for WaitActive {
+    fn fenced_by_agent(&self) -> bool {
+        true
+    }
+
     async fn execute(&self, run: &mut Run) -> ActionResult {
         let t = target(run).await?;
         let agent = client(run, &t.host)?;
@@ -360,6 +382,10 @@ pub struct WaitStop;
 
 #[async_trait]
 impl Action for WaitStop {
+    fn fenced_by_agent(&self) -> bool {
+        true
+    }
+
     async fn execute(&self, run: &mut Run) -> ActionResult {
         let t = target(run).await?;
         let agent = client(run, &t.host)?;
@@ -382,6 +408,10 @@ pub struct StartAgentService;
 
 #[async_trait]
 impl Action for StartAgentService {
+    fn fenced_by_agent(&self) -> bool {
+        true
+    }
+
     async fn execute(&self, run: &mut Run) -> ActionResult {
         let t = target(run).await?;
         let agent = client(run, &t.host)?;
@@ -443,6 +473,10 @@ pub struct RestartPosProxy;
 
 #[async_trait]
 impl Action for RestartPosProxy {
+    fn fenced_by_agent(&self) -> bool {
+        true
+    }
+
     async fn execute(&self, run: &mut Run) -> ActionResult {
         let h = host(run).await?;
         let p = client(run, &h)?
@@ -463,6 +497,10 @@ pub struct StopAll;
 
 #[async_trait]
 impl Action for StopAll {
+    fn fenced_by_agent(&self) -> bool {
+        true
+    }
+
     async fn execute(&self, run: &mut Run) -> ActionResult {
         let h = host(run).await?;
         client(run, &h)?
@@ -489,6 +527,10 @@ pub struct StartAll;
 
 #[async_trait]
 impl Action for StartAll {
+    fn fenced_by_agent(&self) -> bool {
+        true
+    }
+
     async fn execute(&self, run: &mut Run) -> ActionResult {
         let h = host(run).await?;
         let procs = client(run, &h)?
@@ -516,6 +558,10 @@ pub struct FinishAgent;
 
 #[async_trait]
 impl Action for FinishAgent {
+    fn fenced_by_agent(&self) -> bool {
+        true
+    }
+
     async fn execute(&self, run: &mut Run) -> ActionResult {
         let h = host(run).await?;
         let status = client(run, &h)?

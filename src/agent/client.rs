@@ -4,9 +4,9 @@
 //! status with exponential backoff.
 
 use super::protocol::{
-    paths, AgentStatus, CallRecord, ErrorBody, FaultSpec, FaultTable, NoParams, ObserverStatus,
-    Operation, ProcessList, ProcessStatus, Records, StartObserver, StopObserver,
-    IDEMPOTENCY_KEY_HEADER,
+    paths, AgentStatus, CallRecord, ErrorBody, FaultSpec, FaultTable, Fence, Fences, NoParams,
+    ObserverStatus, Operation, ProcessList, ProcessStatus, Records, StartObserver, StopObserver,
+    IDEMPOTENCY_KEY_HEADER, SUPERSEDED,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -31,6 +31,11 @@ pub enum Error {
         status: u16,
         message: String,
     },
+    /// The agent has seen a newer attempt (run_time) of this call's subtask
+    /// and refuses this one's calls (or stopped its operation): this run has
+    /// lost its step to another attempt and must not act again.
+    #[error("agent at {url} refused a superseded attempt: {message}")]
+    Superseded { url: String, message: String },
     /// The agent answered 2xx with a body that is not the expected JSON.
     #[error("agent at {url} sent an unexpected answer ({status}): {message}")]
     BadResponse {
@@ -60,6 +65,7 @@ impl Error {
     pub fn status(&self) -> Option<u16> {
         match self {
             Error::Refused { status, .. } | Error::BadResponse { status, .. } => Some(*status),
+            Error::Superseded { .. } => Some(410),
             _ => None,
         }
     }
@@ -79,7 +85,13 @@ impl Error {
 pub struct AgentClient {
     http: reqwest::Client,
     base: String,
+    /// With [`AgentClient::with_deadline`]: each call's timeout.
+    deadline: Option<(Instant, Duration)>,
 }
+
+/// A call bound to a run's deadline gives up this long after it, so the
+/// engine's own timeout, at the deadline, always comes first.
+const PAST_DEADLINE: Duration = Duration::from_millis(250);
 
 /// The message of a transport error, without the URL reqwest puts first,
 /// with its causes ("... : tcp connect error: Connection refused").
@@ -123,12 +135,35 @@ impl AgentClient {
                 message: "expected http://host:port".to_string(),
             });
         }
-        Ok(AgentClient { http, base })
+        Ok(AgentClient {
+            http,
+            base,
+            deadline: None,
+        })
+    }
+
+    /// This client with every call's timeout taken from `deadline` (a run's):
+    /// the time left until it (plus a moment, so the run's own timeout is
+    /// what ends it), at most `cap`. Replaces the HTTP client's timeout.
+    pub fn with_deadline(mut self, deadline: Instant, cap: Duration) -> AgentClient {
+        self.deadline = Some((deadline, cap));
+        self
+    }
+
+    /// The timeout of a call starting now, if bound to a deadline.
+    fn call_timeout(&self) -> Option<Duration> {
+        self.deadline.map(|(deadline, cap)| {
+            (deadline.saturating_duration_since(Instant::now()) + PAST_DEADLINE).min(cap)
+        })
     }
 
     /// For URLs known to be well formed (`http://ip:port`).
     pub(crate) fn from_parts(http: reqwest::Client, base: String) -> AgentClient {
-        AgentClient { http, base }
+        AgentClient {
+            http,
+            base,
+            deadline: None,
+        }
     }
 
     /// The agent's base URL, for messages.
@@ -219,6 +254,12 @@ impl AgentClient {
         Ok(records.records)
     }
 
+    /// The newest attempt the agent has seen of each subtask.
+    pub async fn fences(&self) -> Result<Vec<Fence>> {
+        let fences: Fences = self.get(paths::FENCES).await?;
+        Ok(fences.fences)
+    }
+
     /// Polls the observer's status until `pred` holds, `cancel` fires or
     /// `deadline` passes (see [`wait_until`]).
     pub async fn wait_observer(
@@ -255,14 +296,27 @@ impl AgentClient {
     }
 
     async fn send<T: DeserializeOwned>(&self, req: reqwest::RequestBuilder) -> Result<T> {
+        let req = match self.call_timeout() {
+            Some(t) => req.timeout(t),
+            None => req,
+        };
         let resp = req.send().await.map_err(|e| self.transport(e))?;
         let status = resp.status();
         let body = resp.bytes().await.map_err(|e| self.transport(e))?;
         if !status.is_success() {
-            let message = match serde_json::from_slice::<ErrorBody>(&body) {
-                Ok(b) => b.error,
-                Err(_) => String::from_utf8_lossy(&body).chars().take(500).collect(),
+            let (message, code) = match serde_json::from_slice::<ErrorBody>(&body) {
+                Ok(b) => (b.error, b.code),
+                Err(_) => (
+                    String::from_utf8_lossy(&body).chars().take(500).collect(),
+                    None,
+                ),
             };
+            if code.as_deref() == Some(SUPERSEDED) {
+                return Err(Error::Superseded {
+                    url: self.base.clone(),
+                    message,
+                });
+            }
             return Err(Error::Refused {
                 url: self.base.clone(),
                 status: status.as_u16(),

@@ -43,6 +43,7 @@ pub mod paths {
     pub const AGENT_START_ALL: &str = "/api/v1/agent/start-all";
     pub const FAULTS: &str = "/api/v1/faults";
     pub const RECORDS: &str = "/api/v1/records";
+    pub const FENCES: &str = "/api/v1/fences";
 }
 
 /// Every operation of the protocol; faults and records name them.
@@ -329,6 +330,30 @@ pub struct Records {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorBody {
     pub error: String,
+    /// A machine-readable reason where one is defined ([`SUPERSEDED`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
+}
+
+/// `code` of the answer (410) to a call of an attempt older than the newest
+/// attempt of the same subtask the agent has seen.
+pub const SUPERSEDED: &str = "superseded";
+
+/// The newest attempt (run_time) of one subtask an agent has seen.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Fence {
+    pub subtask: String,
+    pub run_time: u64,
+    /// When this run_time first reached the agent.
+    pub raised_at: DateTime<Utc>,
+    /// Calls of older attempts refused since.
+    pub refused: u64,
+}
+
+/// Body of `GET /api/v1/fences`, oldest raise first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Fences {
+    pub fences: Vec<Fence>,
 }
 
 #[cfg(test)]

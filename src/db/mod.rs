@@ -113,12 +113,12 @@ pub async fn migrations_applied(pool: &PgPool) -> Result<bool> {
     Ok(applied.unwrap_or(0) as usize >= known_migrations())
 }
 
-/// Idle time after which a pooled connection is pinged before use.
-const IDLE_PING_AFTER: Duration = Duration::from_secs(1);
-
-/// A pool whose connections are checked before use when they sat idle, so a
-/// restarted PostgreSQL or a terminated backend costs at most one failed
-/// query, not a wedge.
+/// A pool that pings every connection before handing it out, so a
+/// connection PostgreSQL terminated (restart, `pg_terminate_backend`, a cut
+/// network) is replaced instead of failing the request that drew it. A
+/// ping only after idling saved a round trip per statement but let requests
+/// hit dead connections (HTTP 500s after every mass termination): safety is
+/// the default.
 /// JIT is off: the engine's statements are short, and compiling them took
 /// longer (~70 ms) than running them whenever the planner's estimate
 /// crossed `jit_above_cost`.
@@ -129,18 +129,7 @@ pub async fn connect(database_url: &str, max_connections: u32) -> Result<PgPool>
     let pool = PgPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(Duration::from_secs(10))
-        // sqlx already pings every connection it takes back; pinging again
-        // on every acquire added a round trip to every hot statement (the
-        // claim, the submit) on its way to the database.
-        .test_before_acquire(false)
-        .before_acquire(|conn, meta| {
-            Box::pin(async move {
-                if meta.idle_for >= IDLE_PING_AFTER {
-                    sqlx::Connection::ping(conn).await?;
-                }
-                Ok(true)
-            })
-        })
+        .test_before_acquire(true)
         .connect_with(options)
         .await?;
     Ok(pool)

@@ -149,13 +149,19 @@ async fn skip_subtask_in(pool: &PgPool, id: TaskId, subtask: SubtaskId) -> Resul
 }
 
 /// Cancel one RUNNING subtask: it becomes CANCELING and its worker is told
-/// to stop the action; the run then ends FAILED with operation CANCEL.
+/// to stop the action; the run then ends FAILED with operation CANCEL. A
+/// READY subtask (not claimed yet, e.g. a retry in backoff) ends so at once.
 pub async fn cancel_subtask(pool: &PgPool, id: TaskId, subtask: SubtaskId) -> Result<()> {
     let (subtask_id, subtask) = (subtask, subtask.0);
     let mut tx = pool.begin().await?;
-    let task = lock(&mut tx, id).await?;
+    let mut task = lock(&mut tx, id).await?;
     let sub = subtask_of(&mut tx, &task, subtask_id).await?;
     transitions::check_subtask_cancel(sub.status)?;
+    // The claim takes no task lock: a READY row may be claimed meanwhile,
+    // then it is RUNNING and is cancelled as such.
+    if sub.status == SubtaskStatus::Ready && store::subtask::cancel_ready(&mut tx, subtask).await? {
+        return commit(tx, &mut task, false).await;
+    }
     if store::subtask::mark_canceling(&mut tx, subtask)
         .await?
         .is_some()

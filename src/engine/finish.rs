@@ -5,7 +5,7 @@
 use super::{EngineConfig, Result};
 use crate::model::transitions::{self, AfterFailure};
 use crate::model::{Context, SubtaskOperation, SubtaskStatus, TaskOperation, TaskStatus};
-use crate::store::subtask::{Claimed, Promotable, RunEnd, RunKey};
+use crate::store::subtask::{Claimed, EndedKind, Promotable, RunEnd, RunKey};
 use crate::store::{self, task::TaskRow};
 use sqlx::{PgConnection, PgPool};
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -20,6 +20,9 @@ pub enum Outcome {
     Failed { error: String, cancelled: bool },
     /// The worker is shutting down: hand the run back untouched.
     Release,
+    /// The run was lost with its worker (the sweeper's verdict): like
+    /// `Failed`, but a retry is claimable at once, without backoff.
+    Lost { error: String, cancelled: bool },
 }
 
 /// A finished run to write.
@@ -42,7 +45,30 @@ pub async fn finish_batch(
     cfg: &EngineConfig,
     items: &[Finished],
 ) -> Result<Vec<bool>> {
-    Ok(finish_and_start(pool, cfg, items, "", 0).await?.0)
+    finish_batch_with(pool, cfg, items, Promotion::InStatement).await
+}
+
+/// Where the subtasks a finish makes runnable are promoted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Promotion {
+    /// In the finish statement itself (`store::subtask::end_and_promote`),
+    /// falling back to the general path only for what it leaves (merges of
+    /// several upstreams, settling, rollbacks). What production does.
+    InStatement,
+    /// Only by the general path (`after_change`), as user actions do. The
+    /// differential test runs the same DAGs through both and compares every
+    /// row, so the two definitions of promotion cannot drift apart.
+    General,
+}
+
+/// `finish_batch` with the promotion path chosen.
+pub async fn finish_batch_with(
+    pool: &PgPool,
+    cfg: &EngineConfig,
+    items: &[Finished],
+    promotion: Promotion,
+) -> Result<Vec<bool>> {
+    Ok(finish(pool, cfg, items, "", 0, promotion).await?.0)
 }
 
 /// `finish_batch` for the worker that ran the batch: up to `start` of the
@@ -56,22 +82,66 @@ pub async fn finish_and_start(
     executor: &str,
     start: usize,
 ) -> Result<(Vec<bool>, Vec<Claimed>)> {
+    finish(pool, cfg, items, executor, start, Promotion::InStatement).await
+}
+
+async fn finish(
+    pool: &PgPool,
+    cfg: &EngineConfig,
+    items: &[Finished],
+    executor: &str,
+    start: usize,
+    promotion: Promotion,
+) -> Result<(Vec<bool>, Vec<Claimed>)> {
+    let mut tx = pool.begin().await?;
+    let done = finish_in(&mut tx, cfg, items, executor, start, promotion).await?;
+    tx.commit().await?;
+    Ok(done)
+}
+
+/// `finish_batch` in the caller's transaction (the sweeper fences its
+/// recoveries on the worker's heartbeat in the same transaction).
+pub(crate) async fn finish_in(
+    tx: &mut PgConnection,
+    cfg: &EngineConfig,
+    items: &[Finished],
+    executor: &str,
+    start: usize,
+    promotion: Promotion,
+) -> Result<(Vec<bool>, Vec<Claimed>)> {
     let mut task_ids: Vec<i64> = items.iter().map(|f| f.task_id).collect();
     task_ids.sort_unstable();
     task_ids.dedup();
-    let mut tx = pool.begin().await?;
-    store::prefer_index_scans(&mut tx).await?;
-    let mut tasks = store::task::lock_many(&mut tx, &task_ids).await?;
+    store::prefer_index_scans(&mut *tx).await?;
+    let mut tasks = store::task::lock_many(&mut *tx, &task_ids).await?;
     let mut notify = false;
     let mut applied = vec![false; items.len()];
+
+    // Cancel beats retry and hand-back: a run asked to cancel (CANCELING)
+    // that failed or is handed back ends cancelled. Its task row is locked
+    // above, as cancel locks it, so the status read here holds until commit.
+    let ask: Vec<i64> = items
+        .iter()
+        .filter(|f| may_retry(&f.outcome))
+        .map(|f| f.run.id)
+        .collect();
+    let canceling: HashSet<i64> = if ask.is_empty() {
+        HashSet::new()
+    } else {
+        store::subtask::canceling_among(&mut *tx, &ask)
+            .await?
+            .into_iter()
+            .collect()
+    };
 
     // Hand-backs (shutdown) are rare: one statement each.
     let mut ends = Vec::new();
     let mut end_of = Vec::new();
     for (i, f) in items.iter().enumerate() {
-        match run_end(cfg, f) {
+        let canceling = canceling.contains(&f.run.id);
+        match run_end(cfg, f, canceling) {
             None => {
-                applied[i] = store::subtask::release(&mut tx, &f.run).await?;
+                applied[i] = store::subtask::release(&mut *tx, &f.run).await?;
                 notify |= applied[i];
             }
             Some(end) => {
@@ -82,30 +152,35 @@ pub async fn finish_and_start(
     }
     let promotable: Vec<Promotable> = tasks
         .iter()
-        .filter(|t| t.status == TaskStatus::Running && t.operation != TaskOperation::Rollback)
+        .filter(|t| {
+            promotion == Promotion::InStatement
+                && t.status == TaskStatus::Running
+                && t.operation != TaskOperation::Rollback
+        })
         .map(|t| Promotable {
             task_id: t.id,
             max_concurrency: t.max_concurrency,
         })
         .collect();
     let start = if executor.is_empty() { 0 } else { start };
-    let rows = store::subtask::end_and_promote(&mut tx, &ends, &promotable, executor, start as i64)
-        .await?;
+    let rows =
+        store::subtask::end_and_promote(&mut *tx, &ends, &promotable, executor, start as i64)
+            .await?;
     let mut written = HashSet::new();
     let mut standing: HashMap<i64, (i64, i64)> = HashMap::new();
     let mut started = Vec::new();
     for row in rows {
-        match row.kind.as_str() {
-            "end" => {
+        match row.kind {
+            EndedKind::End => {
                 written.insert(row.id);
             }
-            "task" => {
+            EndedKind::Task => {
                 standing.insert(
                     row.task_id,
                     (row.active.unwrap_or(0), row.merges.unwrap_or(0)),
                 );
             }
-            _ => match row.status.as_deref() {
+            EndedKind::Up => match row.status.as_deref() {
                 Some("READY") => notify = true,
                 _ => started.extend(row.into_run()?),
             },
@@ -127,7 +202,7 @@ pub async fn finish_and_start(
         count(f, end.status);
         match end.status {
             SubtaskStatus::Pending => {
-                notify |= store::subtask::rollback_upstreams(&mut tx, run.id).await? > 0;
+                notify |= store::subtask::rollback_upstreams(&mut *tx, run.id).await? > 0;
             }
             SubtaskStatus::Ready => notify = true,
             _ => {}
@@ -143,11 +218,10 @@ pub async fn finish_and_start(
                 None => true,
             }
     });
-    notify |= after_change(&mut tx, &mut tasks).await?;
+    notify |= after_change(&mut *tx, &mut tasks).await?;
     if notify {
-        store::notify_ready(&mut tx).await?;
+        store::notify_ready(&mut *tx).await?;
     }
-    tx.commit().await?;
     Ok((applied, started))
 }
 
@@ -162,31 +236,59 @@ fn count(f: &Finished, status: SubtaskStatus) {
     }
 }
 
-/// How a run ends by the state machine; None for a hand-back.
-fn run_end(cfg: &EngineConfig, f: &Finished) -> Option<RunEnd> {
+/// True for outcomes a cancel request changes: a failure that could be
+/// retried, and a hand-back.
+fn may_retry(o: &Outcome) -> bool {
+    match o {
+        Outcome::Failed { cancelled, .. } | Outcome::Lost { cancelled, .. } => !cancelled,
+        Outcome::Release => true,
+        Outcome::Succeeded(_) => false,
+    }
+}
+
+/// Text PostgreSQL can store: a NUL character (which `text` refuses)
+/// becomes the two characters `\0`.
+pub(crate) fn storable(text: &str) -> String {
+    text.replace('\0', "\\0")
+}
+
+/// How a run ends by the state machine; None for a hand-back. A run whose
+/// row is CANCELING (`canceling`) is never retried nor handed back: it ends
+/// FAILED with operation CANCEL.
+fn run_end(cfg: &EngineConfig, f: &Finished, canceling: bool) -> Option<RunEnd> {
     let rolling_back = f.operation == SubtaskOperation::Rollback;
-    Some(match &f.outcome {
+    let (error, cancelled, lost) = match &f.outcome {
+        Outcome::Release if canceling => ("subtask canceled", true, false),
         Outcome::Release => return None,
-        Outcome::Succeeded(_) if rolling_back => RunEnd {
-            status: SubtaskStatus::Pending,
-            operation: SubtaskOperation::Rollback,
-            run_time: f.run.run_time,
-            context: None,
-            error: None,
-            backoff_ms: 0,
-        },
-        Outcome::Succeeded(ctx) => RunEnd {
-            status: SubtaskStatus::Successful,
-            operation: f.operation,
-            run_time: f.run.run_time,
-            context: ctx.clone().map(Context::deduped),
-            error: None,
-            backoff_ms: 0,
-        },
-        Outcome::Failed { error, cancelled } => match transitions::after_failure(
+        Outcome::Succeeded(_) if rolling_back => {
+            return Some(RunEnd {
+                status: SubtaskStatus::Pending,
+                operation: SubtaskOperation::Rollback,
+                run_time: f.run.run_time,
+                context: None,
+                error: None,
+                backoff_ms: 0,
+            })
+        }
+        Outcome::Succeeded(ctx) => {
+            return Some(RunEnd {
+                status: SubtaskStatus::Successful,
+                operation: f.operation,
+                run_time: f.run.run_time,
+                context: ctx.clone().map(Context::deduped),
+                error: None,
+                backoff_ms: 0,
+            })
+        }
+        Outcome::Failed { error, cancelled } => (error.as_str(), *cancelled || canceling, false),
+        Outcome::Lost { error, cancelled } => (error.as_str(), *cancelled || canceling, true),
+    };
+    let error = Some(storable(error));
+    Some(
+        match transitions::after_failure(
             f.run.run_time,
             f.retry_limit,
-            *cancelled,
+            cancelled,
             cfg.retry_backoff,
             cfg.retry_backoff_cap,
         ) {
@@ -199,23 +301,25 @@ fn run_end(cfg: &EngineConfig, f: &Finished) -> Option<RunEnd> {
                 },
                 run_time,
                 context: None,
-                error: Some(error.clone()),
-                backoff_ms: backoff.as_millis() as i64,
+                error,
+                // A run lost with its worker did not fail by itself: no
+                // backoff before it is claimed again.
+                backoff_ms: if lost { 0 } else { backoff.as_millis() as i64 },
             },
             AfterFailure::Fail => RunEnd {
                 status: SubtaskStatus::Failed,
-                operation: if *cancelled {
+                operation: if cancelled {
                     SubtaskOperation::Cancel
                 } else {
                     f.operation
                 },
                 run_time: f.run.run_time,
                 context: None,
-                error: Some(error.clone()),
+                error,
                 backoff_ms: 0,
             },
         },
-    })
+    )
 }
 
 /// A node's input: the merge of its upstreams' contexts (the task's context

@@ -9,10 +9,10 @@ mod sweeper;
 mod worker;
 
 pub use control::{cancel_subtask, retry_subtask, retry_task, rollback_task, skip_subtask};
-pub use finish::{finish_and_start, finish_batch, Finished, Outcome};
+pub use finish::{finish_and_start, finish_batch, finish_batch_with, Finished, Outcome, Promotion};
 pub use submit::{submit, Submitted};
 pub use sweeper::Sweeper;
-pub use worker::Worker;
+pub use worker::{Started, Worker};
 
 use crate::dag::DagError;
 use crate::model::transitions::Refusal;
@@ -107,6 +107,34 @@ impl From<sqlx::Error> for Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// True when trying again may succeed: the connection or the server
+    /// failed (or a serialization conflict), not the statement. False when
+    /// PostgreSQL refused what was sent, which would fail again.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Error::Store(crate::store::Error::Db(e)) => match e {
+                sqlx::Error::Database(d) => {
+                    let code = d.code();
+                    let code = code.as_deref().unwrap_or("");
+                    code.starts_with("08")
+                        || code.starts_with("53")
+                        || code.starts_with("57P")
+                        || matches!(code, "40001" | "40P01" | "25006" | "55P03")
+                }
+                sqlx::Error::Io(_)
+                | sqlx::Error::Tls(_)
+                | sqlx::Error::Protocol(_)
+                | sqlx::Error::PoolTimedOut
+                | sqlx::Error::PoolClosed
+                | sqlx::Error::WorkerCrashed => true,
+                _ => false,
+            },
+            _ => false,
+        }
+    }
+}
 
 /// A new worker id: host, pid and a random suffix, unique per process start.
 pub fn new_worker_id() -> String {

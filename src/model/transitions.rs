@@ -90,14 +90,15 @@ pub fn skip_outcome(
     })
 }
 
-/// Cancel one subtask: only while it RUNs.
+/// Cancel one subtask: while it RUNs, or while it waits READY (a retry
+/// waiting out its backoff ends cancelled without running again).
 pub fn check_subtask_cancel(status: SubtaskStatus) -> Result<(), Refusal> {
-    if status == SubtaskStatus::Running {
+    if matches!(status, SubtaskStatus::Running | SubtaskStatus::Ready) {
         Ok(())
     } else {
         Err(Refusal::SubtaskState {
             status,
-            wanted: "cancel needs a RUNNING subtask",
+            wanted: "cancel needs a RUNNING or READY subtask",
         })
     }
 }
@@ -190,6 +191,7 @@ pub fn legal(from: SubtaskStatus, to: SubtaskStatus) -> bool {
         (Pending, Ready)          // upstreams done (or rollback turn)
             | (Pending, Failed)   // inputs conflict
             | (Ready, Running)    // claimed
+            | (Ready, Failed)     // cancelled before it was claimed
             | (Running, Successful)
             | (Running, Failed)
             | (Running, Ready)    // retried, or handed back at shutdown
@@ -256,7 +258,8 @@ mod tests {
             Ok((S::Pending, SubtaskOperation::RollbackSkip))
         );
         assert!(check_subtask_cancel(S::Running).is_ok());
-        for s in [S::Pending, S::Ready, S::Canceling, S::Failed, S::Successful] {
+        assert!(check_subtask_cancel(S::Ready).is_ok());
+        for s in [S::Pending, S::Canceling, S::Failed, S::Successful] {
             assert!(check_subtask_cancel(s).is_err());
         }
     }

@@ -152,6 +152,22 @@ pub async fn claim(ex: impl PgExecutor<'_>, executor: &str, limit: i64) -> Resul
     .await?)
 }
 
+/// The RUNNING or CANCELING runs `executor` holds, as the claim returns
+/// them: what a worker reads back after a commit whose reply it lost.
+pub async fn held_by(ex: impl PgExecutor<'_>, executor: &str) -> Result<Vec<Claimed>> {
+    Ok(sqlx::query_as(
+        "select s.id, s.task_id, s.name, s.class_name, s.operation, s.run_time, \
+             s.retry_limit, s.timeout_s, s.parallel_idx, \
+             coalesce(s.context, '{}'::jsonb) as context, t.trace_id, 0::float8 as handoff_s \
+         from subtask_instance s join task_instance t on t.id = s.task_id \
+         where s.executor = $1 and s.status in ('RUNNING', 'CANCELING') \
+         order by s.id",
+    )
+    .bind(executor)
+    .fetch_all(ex)
+    .await?)
+}
+
 /// Identifies one run: the fence every run ending is checked against.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RunKey {
@@ -222,12 +238,35 @@ pub struct Promotable {
     pub max_concurrency: i32,
 }
 
+/// Which of its three parts a row of `end_and_promote` comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EndedKind {
+    /// A run whose end was written (`'end'` in the statement).
+    End,
+    /// A promotable task's standing afterwards (`'task'`).
+    Task,
+    /// A subtask made READY or RUNNING (`'up'`).
+    Up,
+}
+
+impl TryFrom<String> for EndedKind {
+    type Error = String;
+
+    fn try_from(s: String) -> std::result::Result<Self, String> {
+        match s.as_str() {
+            "end" => Ok(EndedKind::End),
+            "task" => Ok(EndedKind::Task),
+            "up" => Ok(EndedKind::Up),
+            _ => Err(format!("unknown row kind {s:?} from the finish statement")),
+        }
+    }
+}
+
 /// What `end_and_promote` did, row by row.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Ended {
-    /// `end`: a run whose end was written; `task`: a promotable task's
-    /// standing afterwards; `up`: a subtask made READY or RUNNING.
-    pub kind: String,
+    #[sqlx(try_from = "String")]
+    pub kind: EndedKind,
     pub id: i64,
     pub task_id: i64,
     /// `end`/`up`: the row's new status.
@@ -254,7 +293,7 @@ pub struct Ended {
 impl Ended {
     /// The run to start, for an `up` row that became RUNNING.
     pub fn into_run(self) -> Result<Option<Claimed>> {
-        if self.kind != "up" || self.status.as_deref() != Some("RUNNING") {
+        if self.kind != EndedKind::Up || self.status.as_deref() != Some("RUNNING") {
             return Ok(None);
         }
         let missing = || super::Error::Corrupt(format!("started run {} lacks a column", self.id));
@@ -689,6 +728,20 @@ pub async fn mark_canceling(conn: &mut PgConnection, id: i64) -> Result<Option<S
     .await?)
 }
 
+/// READY → FAILED/CANCEL: a subtask cancelled before any worker claimed
+/// it (a retry waiting out its backoff). False when it was claimed first.
+pub async fn cancel_ready(conn: &mut PgConnection, id: i64) -> Result<bool> {
+    let done = sqlx::query(
+        "update subtask_instance set status = 'FAILED', operation = 'CANCEL', \
+             error = 'subtask canceled', finish_time = now() \
+         where id = $1 and status = 'READY'",
+    )
+    .bind(id)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
 /// Subtasks this worker holds that were asked to cancel.
 pub async fn canceling_for(ex: impl PgExecutor<'_>, executor: &str) -> Result<Vec<i64>> {
     Ok(sqlx::query_scalar(
@@ -696,6 +749,19 @@ pub async fn canceling_for(ex: impl PgExecutor<'_>, executor: &str) -> Result<Ve
     )
     .bind(executor)
     .fetch_all(ex)
+    .await?)
+}
+
+/// Those of `ids` whose cancel was requested (CANCELING).
+pub async fn canceling_among(conn: &mut PgConnection, ids: &[i64]) -> Result<Vec<i64>> {
+    Ok(sqlx::query_scalar(
+        "select s.id from unnest($1::bigint[]) as v(id) \
+         cross join lateral (select id, status from subtask_instance \
+             where id = v.id offset 0) s \
+         where s.status = 'CANCELING'",
+    )
+    .bind(ids)
+    .fetch_all(conn)
     .await?)
 }
 
@@ -731,33 +797,55 @@ pub struct LostRun {
     pub worker_gone: bool,
 }
 
-/// RUNNING or CANCELING runs whose worker stopped heartbeating (or has no
-/// row), or whose timeout passed more than `grace_ms` ago.
-pub async fn find_lost(
-    ex: impl PgExecutor<'_>,
-    dead_after_ms: i64,
-    grace_ms: i64,
-    limit: i64,
-) -> Result<Vec<LostRun>> {
+/// RUNNING or CANCELING runs whose executor has no worker row (it was
+/// declared dead, or stopped without handing them back), or whose timeout
+/// passed more than `grace_ms` ago.
+pub async fn find_lost(ex: impl PgExecutor<'_>, grace_ms: i64, limit: i64) -> Result<Vec<LostRun>> {
     Ok(sqlx::query_as(
         "select s.id, s.task_id, s.run_time, s.retry_limit, s.class_name, s.executor, s.status, \
-             s.operation, \
-             (w.id is null or w.heartbeat_at < now() - make_interval(secs => $1::float8 / 1000)) \
-                 as worker_gone \
+             s.operation, w.id is null as worker_gone \
          from subtask_instance s \
          left join worker w on w.id = s.executor \
          where s.status in ('RUNNING', 'CANCELING') \
            and (w.id is null \
-                or w.heartbeat_at < now() - make_interval(secs => $1::float8 / 1000) \
-                or s.lease_expires_at < now() - make_interval(secs => $2::float8 / 1000)) \
-         order by s.id limit $3",
+                or s.lease_expires_at < now() - make_interval(secs => $1::float8 / 1000)) \
+         order by s.id limit $2",
     )
-    .bind(dead_after_ms as f64)
     .bind(grace_ms as f64)
     .bind(limit)
     .fetch_all(ex)
     .await?)
 }
+
+/// The RUNNING or CANCELING runs of one worker, in task order (the order
+/// their task rows are locked in).
+pub async fn runs_of(conn: &mut PgConnection, executor: &str) -> Result<Vec<LostRun>> {
+    Ok(sqlx::query_as(
+        "select s.id, s.task_id, s.run_time, s.retry_limit, s.class_name, s.executor, s.status, \
+             s.operation, true as worker_gone \
+         from subtask_instance s \
+         where s.executor = $1 and s.status in ('RUNNING', 'CANCELING') \
+         order by s.task_id, s.id",
+    )
+    .bind(executor)
+    .fetch_all(conn)
+    .await?)
+}
+
+/// Takes the sweeper's claim on one run for this transaction, without
+/// waiting: false when another sweeper pass holds it now.
+pub async fn try_own_for_sweep(conn: &mut PgConnection, id: i64) -> Result<bool> {
+    Ok(
+        sqlx::query_scalar("select pg_try_advisory_xact_lock($1, ($2 % 2147483647)::int)")
+            .bind(SWEEP_LOCK_CLASS)
+            .bind(id)
+            .fetch_one(conn)
+            .await?,
+    )
+}
+
+/// The advisory-lock class of the sweeper's per-run claims (`'swep'`).
+const SWEEP_LOCK_CLASS: i32 = 0x7377_6570;
 
 /// Number of READY subtasks (for the queue-depth gauge).
 pub async fn ready_count(ex: impl PgExecutor<'_>) -> Result<i64> {

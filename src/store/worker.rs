@@ -1,7 +1,8 @@
 //! SQL of the `worker` aggregate: one liveness row per worker process.
 
 use super::Result;
-use sqlx::PgExecutor;
+use chrono::{DateTime, Utc};
+use sqlx::{PgConnection, PgExecutor};
 
 /// Inserts (or revives) this worker's row with a fresh heartbeat.
 pub async fn register(
@@ -43,17 +44,29 @@ pub async fn deregister(ex: impl PgExecutor<'_>, id: &str) -> Result<()> {
     Ok(())
 }
 
-/// Deletes rows of workers silent for longer than `older_than_ms` that hold
-/// no subtask any more; returns their ids.
-pub async fn delete_dead(ex: impl PgExecutor<'_>, older_than_ms: i64) -> Result<Vec<String>> {
-    Ok(sqlx::query_scalar(
-        "delete from worker w \
-         where w.heartbeat_at < now() - make_interval(secs => $1::float8 / 1000) \
-           and not exists (select 1 from subtask_instance s \
-               where s.executor = w.id and s.status in ('RUNNING', 'CANCELING')) \
-         returning w.id",
+/// Every worker row's last heartbeat, as PostgreSQL stamped it.
+pub async fn heartbeats(ex: impl PgExecutor<'_>) -> Result<Vec<(String, DateTime<Utc>)>> {
+    Ok(
+        sqlx::query_as("select id, heartbeat_at from worker order by id")
+            .fetch_all(ex)
+            .await?,
     )
-    .bind(older_than_ms as f64)
-    .fetch_all(ex)
-    .await?)
+}
+
+/// Deletes a worker's row only if its heartbeat is still `seen`: the
+/// sweeper's verdict, fenced on what it watched. Locks the row until the
+/// caller commits, so the worker's next heartbeat waits and then finds its
+/// row gone (it learns it lost its runs). False: it heartbeated since, or
+/// another sweeper removed it first.
+pub async fn remove_if_silent(
+    conn: &mut PgConnection,
+    id: &str,
+    seen: DateTime<Utc>,
+) -> Result<bool> {
+    let done = sqlx::query("delete from worker where id = $1 and heartbeat_at = $2")
+        .bind(id)
+        .bind(seen)
+        .execute(conn)
+        .await?;
+    Ok(done.rows_affected() == 1)
 }

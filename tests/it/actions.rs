@@ -468,3 +468,38 @@ async fn an_unreachable_agent_fails_the_step_naming_the_host() {
     );
     w.finish().await;
 }
+
+/// A slow but reachable agent: the step's stop call stalls past the step's
+/// timeout, which is longer than the agent client's old fixed 30 s. The run
+/// must end as the step's timeout, not as "agent unreachable ... timed out".
+#[tokio::test]
+async fn a_slow_agent_is_reported_as_the_steps_timeout() {
+    let w = World::new(&["STOPPED"], None).await;
+    w.clients[0]
+        .set_fault(&FaultSpec::stall(Operation::ObserverStart, 1, 120_000))
+        .await
+        .unwrap();
+    let id = w.post(&w.op("start", 0)).await;
+    sqlx::query(
+        "update subtask_instance set timeout_s = 31, retry_limit = 0 \
+         where task_id = $1 and name = 'Start observer process'",
+    )
+    .bind(id)
+    .execute(&w.app.db.pool)
+    .await
+    .unwrap();
+    let t = wait_for("the task to settle", Duration::from_secs(90), || async {
+        let t = w.task(id).await;
+        matches!(t["status"].as_str(), Some("SUCCESSFUL" | "FAILED")).then_some(t)
+    })
+    .await;
+    assert_eq!(t["status"], "FAILED", "{t:#}");
+    let s = subtask(&t, "Start observer process");
+    let error: String = sqlx::query_scalar("select error from subtask_instance where id = $1")
+        .bind(s["id"].as_i64().unwrap())
+        .fetch_one(&w.app.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(error, "subtask timed out after 31 s");
+    w.finish().await;
+}

@@ -816,3 +816,116 @@ async fn the_taskd_agent_command_serves_and_stops_its_processes_on_sigterm() {
         assert!(!alive(pid), "pid {pid} outlived taskd agent");
     }
 }
+
+#[tokio::test]
+async fn a_second_attempt_stops_the_first_and_refuses_its_later_calls() {
+    let t = TestAgent::start().await;
+    let c = &t.client;
+    c.start_observer("40:1", &start_on(t.cfg.observer_port))
+        .await
+        .expect("attempt 1 starts the observer");
+    wait_listening(c).await;
+    // Attempt 1's stop hangs inside its performance (as an agent call of a
+    // partitioned worker would), holding the agent's operation lock.
+    c.set_fault(&FaultSpec::stall(Operation::ObserverStop, 1, 600_000))
+        .await
+        .expect("arm stall");
+    let c1 = c.clone();
+    let first = tokio::spawn(async move { c1.stop_observer("40:1", &graceful()).await });
+    wait_for("attempt 1's stop to be in progress", DEADLINE, || async {
+        c.faults().await.expect("faults").is_empty().then_some(())
+    })
+    .await;
+
+    // Attempt 2 reaches the agent: attempt 1's operation is stopped at
+    // once, and attempt 2 performs its own stop.
+    let second = tokio::time::timeout(DEADLINE, c.stop_observer("40:2", &graceful()))
+        .await
+        .expect("attempt 2 does not wait out attempt 1's stall")
+        .expect("attempt 2's stop");
+    assert!(!second.is_running());
+    let first = tokio::time::timeout(DEADLINE, first)
+        .await
+        .expect("attempt 1 is answered")
+        .unwrap();
+    assert!(
+        matches!(first, Err(ClientError::Superseded { .. })),
+        "attempt 1 learns it was superseded: {first:?}"
+    );
+
+    // Attempt 1's later calls are refused, replays of what it did included;
+    // other subtasks and keys of another shape are not affected.
+    let later = c.activate_observer("40:1").await;
+    assert!(
+        matches!(later, Err(ClientError::Superseded { .. })),
+        "{later:?}"
+    );
+    let replay = c
+        .start_observer("40:1", &start_on(t.cfg.observer_port))
+        .await;
+    assert!(
+        matches!(replay, Err(ClientError::Superseded { .. })),
+        "{replay:?}"
+    );
+    assert_eq!(replay.unwrap_err().status(), Some(410));
+    assert!(
+        !c.observer_status().await.unwrap().is_running(),
+        "nothing of attempt 1 ran"
+    );
+    c.restart_pos_proxy("41:1").await.expect("another subtask");
+    c.restart_pos_proxy("free-form-key")
+        .await
+        .expect("an unfenced key");
+
+    // The records show which attempt was active when: attempt 1's stop
+    // ended (superseded) before attempt 2's began, and nothing of attempt 1
+    // started after attempt 2 reached the agent.
+    let records = c.records().await.expect("records");
+    let of = |key: &str| -> Vec<_> { records.iter().filter(|r| r.key == key).collect() };
+    let stop1 = of("40:1")
+        .into_iter()
+        .find(|r| r.operation == Operation::ObserverStop)
+        .expect("attempt 1's stop is recorded");
+    assert_eq!(stop1.status, 410, "{stop1:?}");
+    let two = of("40:2");
+    assert_eq!(two.len(), 1);
+    assert!(stop1.finished_at <= two[0].started_at, "{records:?}");
+    assert!(
+        of("40:1").iter().all(|r| r.started_at <= two[0].started_at),
+        "{records:?}"
+    );
+    let fence = c
+        .fences()
+        .await
+        .expect("fences")
+        .into_iter()
+        .find(|f| f.subtask == "40")
+        .expect("subtask 40's fence");
+    assert_eq!((fence.run_time, fence.refused), (2, 2));
+    t.finish().await;
+}
+
+#[tokio::test]
+async fn the_fence_survives_an_agent_restart() {
+    let mut t = TestAgent::start().await;
+    t.client.restart_pos_proxy("50:3").await.expect("attempt 3");
+    t.restart(OnShutdown::Stop).await;
+    let c = &t.client;
+    let old = c.restart_pos_proxy("50:2").await;
+    assert!(
+        matches!(old, Err(ClientError::Superseded { .. })),
+        "{old:?}"
+    );
+    let replay = c
+        .restart_pos_proxy("50:3")
+        .await
+        .expect("attempt 3 replays");
+    assert!(replay.pid.is_some());
+    c.restart_pos_proxy("50:4").await.expect("attempt 4");
+    let old = c.restart_pos_proxy("50:3").await;
+    assert!(
+        matches!(old, Err(ClientError::Superseded { .. })),
+        "{old:?}"
+    );
+    t.finish().await;
+}

@@ -111,7 +111,23 @@ impl TestApp {
     }
 
     pub async fn start_with(config: AuthConfig) -> TestApp {
+        TestApp::start_on(config, None).await
+    }
+
+    /// The application reaching its database through `proxy` (the test's
+    /// own `db.pool` connects directly).
+    pub async fn start_through(proxy: &crate::faults::proxy::Proxy) -> TestApp {
+        TestApp::start_on(AuthConfig::default(), Some(proxy)).await
+    }
+
+    async fn start_on(config: AuthConfig, proxy: Option<&crate::faults::proxy::Proxy>) -> TestApp {
         let db = TestDb::new().await;
+        let app_pool = match proxy {
+            None => db.pool.clone(),
+            Some(p) => taskd::db::connect(&p.url(&db.url), 20)
+                .await
+                .expect("connect through the proxy"),
+        };
         let admin = creds(ADMIN, &taskd::auth::generate_password());
         taskd::auth::ensure_admin(&db.pool, &admin.name, &admin.password)
             .await
@@ -127,7 +143,7 @@ impl TestApp {
             workers: 0,
         };
         let shutdown = CancellationToken::new();
-        taskd::app::App::build(db.pool.clone(), Some(listener), settings)
+        taskd::app::App::build(app_pool, Some(listener), settings)
             .expect("assemble the app")
             .spawn(shutdown.clone());
         TestApp {

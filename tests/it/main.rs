@@ -16,11 +16,17 @@ mod client;
 mod demo;
 mod deploy;
 mod engine;
+mod engine_faults;
+#[allow(dead_code)]
+mod faults;
 mod fleet;
 mod hostile;
 mod http_api;
 mod http_ops;
 mod inventory;
 mod logs;
+mod pg_faults;
+mod pg_outage;
+mod promotion;
 mod reliability;
 mod serve;
