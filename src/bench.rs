@@ -14,6 +14,8 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 use tokio::process::{Child, Command};
 
+pub mod history;
+
 #[derive(Debug, Clone, Args)]
 pub struct BenchArgs {
     /// Server to create the bench database on (any database URL on it).
@@ -24,7 +26,8 @@ pub struct BenchArgs {
     )]
     pub database_url: String,
 
-    /// Scenarios to run, comma-separated: flat, dag, latency, api, pgbench.
+    /// Scenarios to run, comma-separated: flat, dag, latency, api, pgbench,
+    /// history (not in the default list: it builds a large history first).
     #[arg(
         long,
         env = "TASKD_BENCH_SCENARIOS",
@@ -55,6 +58,15 @@ pub struct BenchArgs {
     /// Finished subtasks to put in the history before measuring.
     #[arg(long, env = "TASKD_BENCH_HISTORY", default_value_t = 0)]
     pub history: i64,
+
+    /// Tasks (10 subtasks each) the history scenario builds before it times
+    /// the task list and README's history queries.
+    #[arg(long, env = "TASKD_BENCH_HISTORY_TASKS", default_value_t = 1_000_000)]
+    pub history_tasks: i64,
+
+    /// Timed calls of each list call and query in the history scenario.
+    #[arg(long, env = "TASKD_BENCH_HISTORY_SAMPLES", default_value_t = 30)]
+    pub history_samples: usize,
 
     /// Seconds of the latency scenario's steady load.
     #[arg(long, env = "TASKD_BENCH_LATENCY_SECONDS", default_value_t = 10)]
@@ -656,6 +668,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                        "submitted": submitted,
                        "handoff_p50_ms": p50, "handoff_p99_ms": p99, "restart_e2e_ms": loaded_e2e},
         }));
+    }
+    if scenarios.contains(&"history") {
+        history::scenario(&pool, args.history_tasks, args.history_samples).await?;
     }
     if scenarios.contains(&"api") {
         emit(api_scenario(&args, &pool).await?);

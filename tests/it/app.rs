@@ -254,6 +254,7 @@ impl TestApp {
         .await
         .expect("count tasks")
         .1
+        .count
     }
 }
 

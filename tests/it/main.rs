@@ -14,6 +14,7 @@ mod chaos;
 mod demo;
 mod deploy;
 mod engine;
+mod history;
 mod hostile;
 mod http_api;
 mod http_ops;
