@@ -138,6 +138,10 @@ pub struct SubtaskView {
     )]
     #[schema(value_type = Option<String>, format = DateTime)]
     pub finish_time: Option<DateTime<Utc>>,
+    /// Why the last run failed, when it did (not in OCP's shape; the same
+    /// text ends that run's log).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error_message: Option<String>,
     /// Ids of the subtasks that must succeed first.
     pub upstreams: Vec<i64>,
     /// Ids of the subtasks waiting for this one.
@@ -187,6 +191,7 @@ impl Edges {
             executor: s.executor,
             start_time: s.start_time,
             finish_time: s.finish_time,
+            error_message: s.error,
         }
     }
 }

@@ -664,3 +664,23 @@ async fn the_history_reader_role_reads_history_and_writes_nothing() {
     .expect("the role");
     assert!(!login, "the role is NOLOGIN");
 }
+
+#[tokio::test]
+async fn a_failed_run_shows_its_error_in_the_detail_and_its_log() {
+    let app = TestApp::start().await;
+    let id = finished_task(&app.db, "fails", true).await;
+    let a = app.get(&format!("{LIST}/{id}", id = id.0)).await;
+    let subs = a.ok()["subtasks"].as_array().cloned().unwrap_or_default();
+    let b = subs.iter().find(|s| s["name"] == "b").expect("step b");
+    let error = b["errorMessage"].as_str().unwrap_or_default().to_string();
+    assert!(error.contains("injected failure on run 1"), "{b:#}");
+    let ok = subs.iter().find(|s| s["name"] == "a").expect("step a");
+    assert!(ok.get("errorMessage").is_none(), "{ok:#}");
+    let sub = b["id"].as_i64().unwrap_or_default();
+    let log = app
+        .get(&format!("{LIST}/{}/subtasks/{sub}/log?runTime=1", id.0))
+        .await;
+    let text = log.ok()["log"].as_str().unwrap_or_default().to_string();
+    let last = text.lines().last().unwrap_or_default();
+    assert_eq!(last, format!("[ERROR] run 1 failed: {error}"), "{text}");
+}
