@@ -7,6 +7,7 @@
 //! fenced transaction. A sweeper recovers the work of dead workers.
 //!
 //! Module map:
+//! - [`app`]: the composition root: how a process is assembled and stopped.
 //! - [`bench`]: `taskd bench`, throughput and latency figures.
 //! - [`cli`]: subcommands and what each runs.
 //! - [`config`]: settings from flags and environment.
@@ -17,6 +18,7 @@
 //! - [`dag`]: DAG specs, validation, parallel split, the four templates (pure).
 //! - [`store`]: all SQL, one file per aggregate; callers own transactions.
 //! - [`engine`]: submit, worker loop, finisher, sweeper, user actions.
+//! - [`operations`]: OCP's operations: guards, contexts, idempotent replay.
 //! - [`actions`]: the action registry and its actions.
 //! - [`agent`]: the host agent protocol, its client and the reference agent.
 //! - [`auth`]: users, roles and permissions, HTTP Basic authentication.
@@ -25,6 +27,7 @@
 
 pub mod actions;
 pub mod agent;
+pub mod app;
 pub mod auth;
 pub mod bench;
 pub mod cli;
@@ -36,4 +39,5 @@ pub mod engine;
 pub mod http;
 pub mod metrics;
 pub mod model;
+pub mod operations;
 pub mod store;
