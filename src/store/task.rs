@@ -308,6 +308,20 @@ impl SortKey {
     }
 }
 
+impl SortKey {
+    /// The columns `order_by` reads.
+    fn columns(self) -> &'static str {
+        match self {
+            SortKey::Id => "id",
+            SortKey::Name => "id, name",
+            SortKey::Status => "id, status",
+            SortKey::CreateTime => "id, create_time",
+            SortKey::StartTime => "id, start_time",
+            SortKey::FinishTime => "id, finish_time",
+        }
+    }
+}
+
 fn dir(descending: bool) -> &'static str {
     if descending {
         "desc"
@@ -414,7 +428,8 @@ pub async fn list(
     size: i64,
 ) -> Result<(Vec<TaskRow>, Total)> {
     let total = count(conn, f, EXACT_COUNT_BOUND).await?;
-    let rows = page_query("", f, sort, descending, page, size)
+    let gather = gather_first(f, sort, total);
+    let rows = page_query("", f, (sort, descending), gather, page, size)
         .build_query_as()
         .persistent(false)
         .fetch_all(&mut *conn)
@@ -422,19 +437,47 @@ pub async fn list(
     Ok((rows, total))
 }
 
+/// Matches at most this many (by the count or its estimate), a time range
+/// sorted by another key is read whole through the range's index and then
+/// sorted; past it, the sort's index is read in order.
+pub const GATHER_BELOW: i64 = 200_000;
+
+/// True when `list` should read all matches of a time range first.
+fn gather_first(f: &ListFilter, sort: SortKey, total: Total) -> bool {
+    let create = (f.create_from.is_some() || f.create_to.is_some()) && sort != SortKey::CreateTime;
+    let finish = (f.finish_from.is_some() || f.finish_to.is_some()) && sort != SortKey::FinishTime;
+    (create || finish) && total.count <= GATHER_BELOW
+}
+
 fn page_query<'a>(
     prefix: &str,
     f: &'a ListFilter,
-    sort: SortKey,
-    descending: bool,
+    (sort, descending): (SortKey, bool),
+    gather_first: bool,
     page: i64,
     size: i64,
 ) -> QueryBuilder<'a, Postgres> {
     let order = sort.order_by(descending);
-    let mut qb = QueryBuilder::new(format!(
-        "{prefix}with p as materialized (select id from task_instance"
-    ));
-    push_filter(&mut qb, f);
+    let mut qb = if gather_first {
+        // All matches first, through the time range's index, then the
+        // page: the planner would otherwise walk the sort's index hoping
+        // to meet the range soon, through every newer task when the range
+        // is old.
+        let mut qb = QueryBuilder::new(format!(
+            "{prefix}with p as materialized (select id from (select {} from task_instance",
+            sort.columns()
+        ));
+        push_filter(&mut qb, f);
+        // `offset 0` keeps the subquery from being flattened into the page.
+        qb.push(" offset 0) m");
+        qb
+    } else {
+        let mut qb = QueryBuilder::new(format!(
+            "{prefix}with p as materialized (select id from task_instance"
+        ));
+        push_filter(&mut qb, f);
+        qb
+    };
     qb.push(format!(" order by {order} limit "))
         .push_bind(size)
         .push(" offset ")
@@ -455,12 +498,19 @@ pub async fn explain_list(
     page: i64,
     size: i64,
 ) -> Result<(serde_json::Value, serde_json::Value)> {
-    let page: Json<serde_json::Value> =
-        page_query("explain (format json) ", f, sort, descending, page, size)
-            .build_query_scalar()
-            .persistent(false)
-            .fetch_one(&mut *conn)
-            .await?;
+    let gather = gather_first(f, sort, count(conn, f, EXACT_COUNT_BOUND).await?);
+    let page: Json<serde_json::Value> = page_query(
+        "explain (format json) ",
+        f,
+        (sort, descending),
+        gather,
+        page,
+        size,
+    )
+    .build_query_scalar()
+    .persistent(false)
+    .fetch_one(&mut *conn)
+    .await?;
     let mut qb = QueryBuilder::new(
         "explain (format json) select count(*) from (select 1 from task_instance",
     );

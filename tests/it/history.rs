@@ -330,6 +330,26 @@ async fn list_pages_and_counts_are_served_by_indexes() {
             false,
         ),
         (
+            "old create range by id",
+            ListFilter {
+                create_from: day(20),
+                create_to: day(19),
+                ..Default::default()
+            },
+            SortKey::Id,
+            true,
+        ),
+        (
+            "finish range by name",
+            ListFilter {
+                finish_from: day(3),
+                finish_to: day(2),
+                ..Default::default()
+            },
+            SortKey::Name,
+            false,
+        ),
+        (
             "createTime",
             ListFilter::default(),
             SortKey::CreateTime,
