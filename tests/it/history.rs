@@ -704,3 +704,56 @@ async fn a_failed_run_shows_its_error_in_the_detail_and_its_log() {
     let last = text.lines().last().unwrap_or_default();
     assert_eq!(last, format!("[ERROR] run 1 failed: {error}"), "{text}");
 }
+
+/// Runs `taskd prune` against the test database; its standard output.
+async fn taskd_prune(db: &TestDb, args: &[&str]) -> String {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_taskd"))
+        .arg("prune")
+        .args(args)
+        .env("DATABASE_URL", &db.url)
+        .env("RUST_LOG", "warn")
+        .output()
+        .await
+        .expect("run taskd prune");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+#[tokio::test]
+async fn taskd_prune_dry_run_says_what_it_would_remove_then_prune_removes_it() {
+    let db = TestDb::new().await;
+    let old = finished_task(&db, "old", false).await;
+    age(&db, old, 100).await;
+    finished_task(&db, "new", false).await;
+    let before = table_counts(&db).await;
+    let said = taskd_prune(&db, &["--older-than", "90d", "--dry-run"]).await;
+    assert!(
+        said.starts_with("would remove 1 tasks, 2 subtasks, 1 edges and "),
+        "{said}"
+    );
+    assert!(said.ends_with("nothing was changed"), "{said}");
+    assert_eq!(table_counts(&db).await, before);
+    let said = taskd_prune(&db, &["--older-than", "90d"]).await;
+    assert!(
+        said.starts_with("removed 1 tasks, 2 subtasks, 1 edges and "),
+        "{said}"
+    );
+    assert_eq!(remains_of(&db, old).await, (0, 0, 0, 0));
+    assert_eq!(table_counts(&db).await.0, before.0 - 1);
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_taskd"))
+        .args(["prune", "--older-than", "ninety days"])
+        .env("DATABASE_URL", &db.url)
+        .output()
+        .await
+        .expect("run taskd prune");
+    assert!(!out.status.success(), "a bad age is refused");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not an age like 90d"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
