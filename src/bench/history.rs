@@ -4,179 +4,15 @@
 //! printing p50/p99 and the indexes each query's plan uses.
 
 use super::{emit, round2};
+use crate::store::bench_history as history_sql;
 use serde_json::{json, Value};
 use sqlx::PgPool;
 use std::time::Instant;
 
-/// Subtasks per generated task (a chain: 9 edges), one log line each.
-const STEPS: i64 = 10;
-/// Tasks generated per statement.
-const CHUNK: i64 = 50_000;
-/// Days the generated history spans, ending now.
-pub const DAYS: i64 = 30;
-
-/// Inserts `tasks` tasks created over the last `DAYS` days (1 in 20
-/// FAILED at its last step, 1 in 1000 still RUNNING, the rest SUCCESSFUL),
-/// each with `STEPS` subtasks in a chain, their edges and one log line per
-/// subtask, queues the settled ones for the rollup like the trigger does,
-/// and drains that queue. `ago_days` shifts the whole history into the
-/// past (for retention measurements).
-pub async fn build(pool: &PgPool, tasks: i64, ago_days: i64) -> anyhow::Result<()> {
-    // A superuser may skip the per-row foreign-key checks of rows that are
-    // consistent by construction; anyone else builds more slowly.
-    let superuser: bool =
-        sqlx::query_scalar("select rolsuper from pg_roles where rolname = current_user")
-            .fetch_one(pool)
-            .await?;
-    let mut from = 0;
-    while from < tasks {
-        let to = (from + CHUNK).min(tasks);
-        let mut tx = pool.begin().await?;
-        if superuser {
-            sqlx::query("set local session_replication_role = replica")
-                .execute(&mut *tx)
-                .await?;
-        }
-        sqlx::query(
-            "with g as ( \
-                 select g, (array['Restart OB server', 'Start OB server', 'Stop OB server', \
-                     'Restart host agent'])[1 + g % 4] as name, \
-                     case when g % 1000 = 999 then 'RUNNING' when g % 20 = 7 then 'FAILED' \
-                          else 'SUCCESSFUL' end as status, \
-                     now() - make_interval(days => $4::int) \
-                         - make_interval(secs => ($3::bigint - g) * (86400.0 * $5) / $3) \
-                         as ct \
-                 from generate_series($1::bigint, $2::bigint - 1) g \
-             ), t as ( \
-                 insert into task_instance (name, type, status, operation, creator, cluster_id, \
-                     host_id, server_id, context, trace_id, create_time, start_time, \
-                     finish_time, last_settled_at) \
-                 select name, case g % 100 when 17 then 'SCHEDULED' when 71 then 'SYS_SCHEDULED' \
-                         else 'MANUAL' end, \
-                     status, 'EXECUTE', 'user' || (g % 20), \
-                     case when g % 4 <> 3 then 1 + g % 10 end, \
-                     case when g % 4 = 3 then 1 + g % 100 end, \
-                     case when g % 4 <> 3 then 1 + g % 100 end, \
-                     '{}'::jsonb, 'history-' || g, ct, ct, \
-                     case when status <> 'RUNNING' then ct + interval '12 seconds' end, \
-                     case when status <> 'RUNNING' then ct + interval '12 seconds' end \
-                 from g order by g \
-                 returning id, status, start_time, finish_time \
-             ), q as ( \
-                 insert into history_rollup_queue (task_id, status, since, settled_at) \
-                 select id, status, null, finish_time from t where status <> 'RUNNING' \
-             ), s as ( \
-                 insert into subtask_instance (task_id, series_id, name, description, \
-                     class_name, status, operation, timeout_s, pending_upstreams, context, \
-                     start_time, finish_time, run_after, error) \
-                 select t.id, k, 'Step ' || k, 'history step', 'bench.step' || k, \
-                     case when t.status = 'RUNNING' then 'PENDING' \
-                          when t.status = 'FAILED' and k = $6 - 1 then 'FAILED' \
-                          else 'SUCCESSFUL' end, \
-                     'EXECUTE', 60, case when k = 0 or t.status <> 'RUNNING' then 0 else 1 end, \
-                     case when t.status <> 'RUNNING' then '{}'::jsonb end, \
-                     case when t.status <> 'RUNNING' \
-                         then t.start_time + make_interval(secs => k * 1.2) end, \
-                     case when t.status <> 'RUNNING' then t.start_time \
-                         + make_interval(secs => k * 1.2 + 0.05 + ((t.id * 7 + k * 13) % 950) / 1000.0) end, \
-                     case when t.status <> 'RUNNING' \
-                         then t.start_time + make_interval(secs => k * 1.2) end, \
-                     case when t.status = 'FAILED' and k = $6 - 1 then \
-                         (array['agent on host-' || (t.id % 100) || ' unreachable: connection refused', \
-                                'observer did not stop within 60 s', \
-                                'subtask timed out'])[1 + t.id % 3] end \
-                 from t, generate_series(0, $6::int - 1) k \
-                 order by t.id, k \
-                 returning id, task_id, series_id, start_time \
-             ), e as ( \
-                 insert into subtask_edge (upstream_id, downstream_id) \
-                 select a.id, b.id from s a \
-                 join s b on b.task_id = a.task_id and b.series_id = a.series_id + 1 \
-             ) \
-             insert into subtask_log (subtask_id, run_time, log_time, line) \
-             select id, 1, coalesce(start_time, now()), \
-                 '==================== EXECUTE run 1 of Step ' || series_id \
-                 || ' on history ====================' \
-             from s order by id",
-        )
-        .bind(from)
-        .bind(to)
-        .bind(tasks)
-        .bind(ago_days as i32)
-        .bind(DAYS as f64)
-        .bind(STEPS as i32)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        from = to;
-    }
-    while crate::store::history::rollup(pool, 20_000).await? > 0 {}
-    // Index-only scans need the visibility map, and plans need statistics.
-    sqlx::query("vacuum analyze").execute(pool).await?;
-    Ok(())
-}
-
-/// README's history queries (`docs/history.md` shows them with their
-/// plans), each with a name; `$1` is a server id.
-pub const README_QUERIES: &[(&str, &str)] = &[
-    (
-        "failed_tasks_last_day",
-        "select t.id, t.name, t.creator, s.name as step, s.run_time, s.error, s.finish_time \
-         from task_instance t join subtask_instance s on s.task_id = t.id \
-         where t.status = 'FAILED' and s.status = 'FAILED' \
-           and t.create_time > now() - interval '1 day' \
-         order by t.id desc",
-    ),
-    (
-        "step_durations_30_days",
-        "select name, sum(runs) as runs, sum(failed) as failed, \
-             round(sum(total_ms)::numeric / sum(runs), 1) as mean_ms, \
-             taskd_hist_quantile(taskd_hist_sum(hist), 0.5) as p50_ms, \
-             taskd_hist_quantile(taskd_hist_sum(hist), 0.95) as p95_ms, max(max_ms) as max_ms \
-         from history_step_daily where day > current_date - 30 \
-         group by name order by mean_ms desc",
-    ),
-    (
-        "step_stats_by_day_7_days",
-        "select day, name, runs, failure_rate, p50_ms, p95_ms from step_stats_daily \
-         where day > current_date - 7 order by day, name",
-    ),
-    (
-        "failure_reasons_7_days",
-        "select name, error, sum(failures) as failures from history_failure_daily \
-         where day > current_date - 7 group by name, error order by failures desc limit 20",
-    ),
-    (
-        "tasks_per_day_by_status_7_days",
-        "select day, status, sum(settled) as tasks, round(sum(total_ms)::numeric / sum(settled)) \
-             as mean_ms \
-         from history_task_daily where day > current_date - 7 \
-         group by day, status order by day, status",
-    ),
-    (
-        "slowest_tasks_last_day",
-        "select id, name, status, duration from task_duration \
-         where finish_time > now() - interval '1 day' order by duration desc limit 20",
-    ),
-    (
-        "everything_done_to_one_server",
-        "select id, name, status, operation, creator, create_time, finish_time \
-         from task_instance where server_id = 3 order by id desc limit 100",
-    ),
-    (
-        "log_of_one_step",
-        "select run_time, log_time, line from subtask_log \
-         where subtask_id = (select min(id) from subtask_instance) order by run_time, id",
-    ),
-];
-
 /// Index names and scanned tables of a query's plan, from EXPLAIN (FORMAT
 /// JSON): what the bench prints beside each timing.
 pub async fn plan_summary(pool: &PgPool, sql: &str) -> anyhow::Result<Value> {
-    let plan: sqlx::types::Json<Value> =
-        sqlx::query_scalar(&format!("explain (format json) {sql}"))
-            .fetch_one(pool)
-            .await?;
+    let plan = history_sql::plan(pool, sql).await?;
     let mut indexes = Vec::new();
     let mut seq = Vec::new();
     fn walk(node: &Value, indexes: &mut Vec<String>, seq: &mut Vec<String>) {
@@ -194,7 +30,7 @@ pub async fn plan_summary(pool: &PgPool, sql: &str) -> anyhow::Result<Value> {
             walk(child, indexes, seq);
         }
     }
-    walk(&plan.0[0]["Plan"], &mut indexes, &mut seq);
+    walk(&plan[0]["Plan"], &mut indexes, &mut seq);
     Ok(json!({"indexes": indexes, "seq_scans": seq}))
 }
 
@@ -269,14 +105,8 @@ fn list_calls() -> Vec<(String, String)> {
 /// query `samples` times (after two warm-up calls).
 pub async fn scenario(pool: &PgPool, tasks: i64, samples: usize) -> anyhow::Result<()> {
     let t = Instant::now();
-    build(pool, tasks, 0).await?;
-    let sizes: (i64, i64, i64, i64, String) = sqlx::query_as(
-        "select (select count(*) from task_instance), (select count(*) from subtask_instance), \
-             (select count(*) from subtask_edge), (select count(*) from subtask_log), \
-             pg_size_pretty(pg_database_size(current_database()))",
-    )
-    .fetch_one(pool)
-    .await?;
+    history_sql::build_history(pool, tasks, 0).await?;
+    let sizes = history_sql::history_counts(pool).await?;
     emit(json!({
         "scenario": "history_build", "tasks": sizes.0, "subtasks": sizes.1, "edges": sizes.2,
         "log_lines": sizes.3, "database_size": sizes.4,
@@ -323,12 +153,12 @@ pub async fn scenario(pool: &PgPool, tasks: i64, samples: usize) -> anyhow::Resu
     stop.cancel();
     let _ = server.await;
 
-    for (label, sql) in README_QUERIES {
+    for (label, sql) in history_sql::HISTORY_QUERIES {
         let mut lat = Vec::with_capacity(samples);
         let mut rows = 0;
         for i in 0..samples + 2 {
             let t = Instant::now();
-            rows = sqlx::query(sql).fetch_all(pool).await?.len();
+            rows = history_sql::run_query(pool, sql).await?;
             if i >= 2 {
                 lat.push(t.elapsed().as_secs_f64() * 1000.0);
             }

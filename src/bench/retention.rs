@@ -2,8 +2,10 @@
 //! large prune runs against the same database, beside rounds without one;
 //! and table sizes sampled under a steady load with a short retention.
 
-use super::{emit, flat_nodes, max_subtask_id, measured_rate, round2, submit_many, BenchArgs};
+use super::{emit, flat_nodes, measured_rate, round2, submit_many, BenchArgs};
 use crate::engine::{HistoryConfig, Maintenance};
+use crate::store::bench as bench_sql;
+use crate::store::bench_history as history_sql;
 use serde_json::json;
 use sqlx::PgPool;
 use std::time::{Duration, Instant};
@@ -11,36 +13,20 @@ use std::time::{Duration, Instant};
 /// Waits until every task with an id above `since` has settled.
 async fn wait_settled(pool: &PgPool, since: i64) -> anyhow::Result<()> {
     let end = Instant::now() + Duration::from_secs(600);
-    loop {
-        let n: i64 = sqlx::query_scalar(
-            "select count(*) from task_instance where id > $1 and status = 'RUNNING'",
-        )
-        .bind(since)
-        .fetch_one(pool)
-        .await?;
-        if n == 0 {
-            return Ok(());
-        }
+    while history_sql::running_since(pool, since).await? > 0 {
         if Instant::now() > end {
             anyhow::bail!("tasks still RUNNING after 600 s");
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-}
-
-async fn max_task_id(pool: &PgPool) -> anyhow::Result<i64> {
-    Ok(
-        sqlx::query_scalar("select coalesce(max(id), 0) from task_instance")
-            .fetch_one(pool)
-            .await?,
-    )
+    Ok(())
 }
 
 /// One round of the flat load: `tasks` one-subtask tasks submitted while
 /// the workers run them; subtasks/s by the database's timestamps.
 async fn flat_round(pool: &PgPool, tasks: usize) -> anyhow::Result<f64> {
-    let since = max_subtask_id(pool).await?;
-    let since_task = max_task_id(pool).await?;
+    let since = bench_sql::max_subtask_id(pool).await?;
+    let since_task = history_sql::max_task_id(pool).await?;
     submit_many(pool, tasks, &flat_nodes(), 8).await?;
     wait_settled(pool, since_task).await?;
     Ok(measured_rate(pool, since).await?.1)
@@ -60,7 +46,7 @@ pub async fn prune_scenario(
     subtasks: i64,
 ) -> anyhow::Result<()> {
     let t = Instant::now();
-    super::history::build(pool, subtasks / 10, 100).await?;
+    history_sql::build_history(pool, subtasks / history_sql::STEPS, 100).await?;
     emit(json!({
         "scenario": "prune_build", "subtasks": subtasks,
         "seconds": round2(t.elapsed().as_secs_f64()),
@@ -101,13 +87,7 @@ pub async fn prune_scenario(
 
 /// Table and index sizes of the history tables, in MiB.
 async fn sizes(pool: &PgPool) -> anyhow::Result<serde_json::Value> {
-    let rows: Vec<(String, f64)> = sqlx::query_as(
-        "select relname::text, (pg_total_relation_size(oid) / 1048576.0)::float8 from pg_class \
-         where relname in ('task_instance', 'subtask_instance', 'subtask_edge', 'subtask_log') \
-         order by relname",
-    )
-    .fetch_all(pool)
-    .await?;
+    let rows = history_sql::table_sizes_mib(pool).await?;
     Ok(json!(rows
         .into_iter()
         .map(|(n, s)| (n, json!(round2(s))))
@@ -134,9 +114,7 @@ pub async fn retention_scenario(
     let start = Instant::now();
     while start.elapsed() < Duration::from_secs(seconds) {
         let rate = flat_round(pool, args.tasks).await?;
-        let tasks: i64 = sqlx::query_scalar("select count(*) from task_instance")
-            .fetch_one(pool)
-            .await?;
+        let tasks = history_sql::task_count(pool).await?;
         emit(json!({
             "scenario": "retention", "at_s": round2(start.elapsed().as_secs_f64()),
             "retention_s": age.as_secs(), "flat_subtasks_per_s": round2(rate),

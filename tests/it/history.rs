@@ -4,7 +4,7 @@
 //! DBA views and the read-only role.
 
 use crate::app::TestApp;
-use crate::engine::{new_task, submit_with, worker};
+use crate::support::engine::{new_task, submit_with, worker};
 use crate::support::{wait_for, TestDb};
 use serde_json::Value;
 use sqlx::Row;
@@ -239,7 +239,7 @@ fn scans(node: &Value, indexes: &mut Vec<String>, seq: &mut Vec<String>) {
 #[tokio::test]
 async fn list_pages_and_counts_are_served_by_indexes() {
     let db = TestDb::new().await;
-    taskd::bench::history::build(&db.pool, 20_000, 0)
+    taskd::store::bench_history::build_history(&db.pool, 20_000, 0)
         .await
         .expect("build a history");
     let day = |d: i64| Some(chrono::Utc::now() - chrono::Duration::days(d));
