@@ -347,6 +347,15 @@ mod tests {
         assert_eq!(e.body().code, code::TARGET_BUSY);
     }
 
+    #[tokio::test]
+    async fn a_lost_run_is_a_server_fault_not_a_404() {
+        let joined = tokio::spawn(async { panic!("the run panicked") }).await;
+        let lost = joined.expect_err("the task panicked");
+        let e = Error::from(engine::Error::RunLost(lost));
+        assert_eq!(e.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(e.body().code, code::INTERNAL_ERROR);
+    }
+
     #[test]
     fn internal_details_are_not_returned() {
         let e = Error::Internal("secret connection string".into());

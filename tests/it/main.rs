@@ -11,6 +11,8 @@ mod agent;
 mod app;
 mod auth;
 mod chaos;
+mod cli_errors;
+mod client;
 mod demo;
 mod deploy;
 mod engine;
