@@ -16,6 +16,7 @@ mod client;
 mod demo;
 mod deploy;
 mod engine;
+mod fleet;
 mod history;
 mod hostile;
 mod http_api;
