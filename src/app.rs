@@ -218,8 +218,9 @@ pub async fn terminate_children(
     }
 }
 
-/// Runs `count` worker loops and one sweeper until `shutdown` fires. A loop
-/// that fails cancels `shutdown`, so the whole process stops with it.
+/// Runs `count` worker loops, one sweeper and the history maintenance pass
+/// until `shutdown` fires. A loop that fails cancels `shutdown`, so the
+/// whole process stops with it.
 async fn run_worker_loops(
     pool: PgPool,
     cfg: engine::EngineConfig,
@@ -230,6 +231,8 @@ async fn run_worker_loops(
     crate::metrics::METRICS.touch_classes(registry.class_names());
     let sweeper = engine::Sweeper::new(pool.clone(), cfg.clone());
     let sweep = tokio::spawn(sweeper.run(shutdown.clone()));
+    let maintenance = engine::Maintenance::new(pool.clone(), cfg.history.clone());
+    let history = tokio::spawn(maintenance.run(shutdown.clone()));
     let depth = tokio::spawn(crate::metrics::refresh_queue_depth(
         pool.clone(),
         std::time::Duration::from_secs(5),
@@ -253,6 +256,7 @@ async fn run_worker_loops(
     }
     shutdown.cancel();
     let _ = sweep.await;
+    let _ = history.await;
     let _ = depth.await;
     failure.map_or(Ok(()), Err)
 }

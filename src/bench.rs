@@ -15,6 +15,9 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 use tokio::process::{Child, Command};
 
+mod history;
+mod retention;
+
 #[derive(Debug, Clone, Args)]
 pub struct BenchArgs {
     /// Server to create the bench database on (any database URL on it).
@@ -25,7 +28,9 @@ pub struct BenchArgs {
     )]
     pub database_url: String,
 
-    /// Scenarios to run, comma-separated: flat, dag, latency, api, pgbench.
+    /// Scenarios to run, comma-separated: flat, dag, latency, api, pgbench,
+    /// history, prune, retention (these three are not in the default list:
+    /// they build a large history first, or run for minutes).
     #[arg(
         long,
         env = "TASKD_BENCH_SCENARIOS",
@@ -56,6 +61,28 @@ pub struct BenchArgs {
     /// Finished subtasks to put in the history before measuring.
     #[arg(long, env = "TASKD_BENCH_HISTORY", default_value_t = 0)]
     pub history: i64,
+
+    /// Tasks (10 subtasks each) the history scenario builds before it times
+    /// the task list and README's history queries.
+    #[arg(long, env = "TASKD_BENCH_HISTORY_TASKS", default_value_t = 1_000_000)]
+    pub history_tasks: i64,
+
+    /// Timed calls of each list call and query in the history scenario.
+    #[arg(long, env = "TASKD_BENCH_HISTORY_SAMPLES", default_value_t = 30)]
+    pub history_samples: usize,
+
+    /// Finished subtasks (in tasks of 10, 100 days old) the prune scenario
+    /// builds and then prunes while the flat load runs.
+    #[arg(long, env = "TASKD_BENCH_PRUNE_SUBTASKS", default_value_t = 5_000_000)]
+    pub prune_subtasks: i64,
+
+    /// Seconds the retention scenario runs its load.
+    #[arg(long, env = "TASKD_BENCH_RETENTION_SECONDS", default_value_t = 180)]
+    pub retention_seconds: u64,
+
+    /// Retention of the retention scenario, in seconds.
+    #[arg(long, env = "TASKD_BENCH_RETENTION_AGE_SECS", default_value_t = 30)]
+    pub retention_age_secs: u64,
 
     /// Seconds of the latency scenario's steady load.
     #[arg(long, env = "TASKD_BENCH_LATENCY_SECONDS", default_value_t = 10)]
@@ -165,6 +192,8 @@ impl Workers {
                 .env("TASKD_WORKER_SLOTS", args.slots.to_string())
                 .env("TASKD_FINISH_BATCH", args.finish_batch.to_string())
                 .env("TASKD_DB_MAX_CONNECTIONS", "8")
+                // The prune and retention scenarios run their own passes.
+                .env("TASKD_RETENTION", "0")
                 .env("RUST_LOG", "warn")
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
@@ -570,6 +599,16 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                        "submitted": submitted,
                        "handoff_p50_ms": p50, "handoff_p99_ms": p99, "restart_e2e_ms": loaded_e2e},
         }));
+    }
+    if scenarios.contains(&"prune") {
+        retention::prune_scenario(&args, &pool, &url, args.prune_subtasks).await?;
+    }
+    if scenarios.contains(&"retention") {
+        let age = Duration::from_secs(args.retention_age_secs);
+        retention::retention_scenario(&args, &pool, &url, args.retention_seconds, age).await?;
+    }
+    if scenarios.contains(&"history") {
+        history::scenario(&pool, args.history_tasks, args.history_samples).await?;
     }
     if scenarios.contains(&"api") {
         emit(api_scenario(&args, &pool).await?);

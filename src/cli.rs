@@ -2,10 +2,10 @@
 
 use crate::app;
 use crate::config::{
-    AgentArgs, DbArgs, EngineArgs, PasswordArgs, ServeArgs, StandinArgs, UserAddArgs,
+    AgentArgs, DbArgs, EngineArgs, PasswordArgs, PruneArgs, ServeArgs, StandinArgs, UserAddArgs,
     UserPasswdArgs,
 };
-use crate::{auth, db};
+use crate::{auth, db, engine};
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
 
@@ -74,6 +74,15 @@ pub enum Command {
         db: DbArgs,
         #[command(flatten)]
         engine: EngineArgs,
+    },
+    /// Remove finished tasks older than an age, with their subtasks, edges
+    /// and logs (what the engine's retention does on its schedule), or with
+    /// --dry-run say what would be removed.
+    Prune {
+        #[command(flatten)]
+        db: DbArgs,
+        #[command(flatten)]
+        prune: PruneArgs,
     },
     /// Manage the API's users directly in the database (the first admin, a
     /// lost password); the REST API under /api/v2/iam does the rest.
@@ -184,7 +193,8 @@ pub fn init_tracing(cli: &Cli) {
         | Command::User { .. }
         | Command::Health { .. }
         | Command::Tasks { .. }
-        | Command::Ops { .. } => "warn",
+        | Command::Ops { .. }
+        | Command::Prune { .. } => "warn",
         _ => "info",
     };
     let format = cli.log_format;
@@ -311,6 +321,49 @@ async fn user(command: UserCommand) -> anyhow::Result<()> {
     }
 }
 
+/// `taskd prune`: one line on standard output says what was (or would be)
+/// removed.
+async fn prune(db: DbArgs, args: PruneArgs) -> anyhow::Result<()> {
+    db::migrate(&db.database_url).await?;
+    let pool = db::connect(&db.database_url, 2).await?;
+    let m = engine::Maintenance::new(pool.clone(), engine::HistoryConfig::default());
+    let age = humantime_age(args.older_than);
+    let line = if args.dry_run {
+        let (cutoff, r) = m.preview(args.older_than).await?;
+        format!(
+            "would remove {} tasks, {} subtasks, {} edges and {} log lines: every task \
+             finished before {} ({age} ago); nothing was changed",
+            r.tasks,
+            r.subtasks,
+            r.edges,
+            r.logs,
+            cutoff.to_rfc3339()
+        )
+    } else {
+        let (_, r) = m.prune_now(args.older_than).await?;
+        format!(
+            "removed {} tasks, {} subtasks, {} edges and {} log lines finished more than {age} ago",
+            r.tasks, r.subtasks, r.edges, r.logs
+        )
+    };
+    pool.close().await;
+    println!("{line}");
+    Ok(())
+}
+
+/// An age as `taskd prune` was given it: whole days, hours, minutes or
+/// seconds.
+fn humantime_age(d: std::time::Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        0 => "0s".into(),
+        _ if s.is_multiple_of(86_400) => format!("{}d", s / 86_400),
+        _ if s.is_multiple_of(3_600) => format!("{}h", s / 3_600),
+        _ if s.is_multiple_of(60) => format!("{}m", s / 60),
+        _ => format!("{s}s"),
+    }
+}
+
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Migrate { db } => {
@@ -340,6 +393,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         } => serve(db, engine, s).await,
         Command::Worker { db, engine } => worker(db, engine).await,
         Command::User { command } => user(command).await,
+        Command::Prune { db, prune: p } => prune(db, p).await,
         Command::Agent { agent } => {
             let listener = tokio::net::TcpListener::bind(agent.listen)
                 .await

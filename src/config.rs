@@ -64,6 +64,17 @@ pub struct EngineArgs {
     /// Most finished runs written in one transaction.
     #[arg(long, env = "TASKD_FINISH_BATCH", default_value_t = 128)]
     pub finish_batch: usize,
+
+    /// Finished tasks older than this (e.g. 90d, 12h) are removed with
+    /// their subtasks, edges and logs by the engine's maintenance pass; 0
+    /// keeps them all.
+    #[arg(long, env = "TASKD_RETENTION", default_value = "90d", value_parser = crate::engine::history::parse_age)]
+    pub retention: Duration,
+
+    /// How often the maintenance pass (rollups for the DBA views, then
+    /// retention) runs, in seconds; one process at a time does it.
+    #[arg(long, env = "TASKD_MAINTENANCE_INTERVAL_SECS", default_value_t = 60)]
+    pub maintenance_interval_secs: u64,
 }
 
 impl EngineArgs {
@@ -80,8 +91,27 @@ impl EngineArgs {
             retry_backoff_cap: Duration::from_secs(60),
             timeout_grace: Duration::from_secs(2),
             finish_batch: self.finish_batch.max(1),
+            history: crate::engine::HistoryConfig {
+                retention: Some(self.retention).filter(|r| !r.is_zero()),
+                interval: Duration::from_secs(self.maintenance_interval_secs.max(1)),
+                ..Default::default()
+            },
         }
     }
+}
+
+/// What `taskd prune` removes.
+#[derive(Debug, Clone, Args)]
+pub struct PruneArgs {
+    /// Remove tasks that finished longer ago than this (e.g. 90d, 12h,
+    /// 30m), with all their subtasks, edges and log lines. RUNNING tasks
+    /// are never removed.
+    #[arg(long, env = "TASKD_PRUNE_OLDER_THAN", value_parser = crate::engine::history::parse_age)]
+    pub older_than: Duration,
+
+    /// Only say what would be removed.
+    #[arg(long, env = "TASKD_PRUNE_DRY_RUN")]
+    pub dry_run: bool,
 }
 
 /// Where the HTTP API listens and how much engine runs beside it.

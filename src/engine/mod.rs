@@ -4,12 +4,14 @@
 
 mod control;
 mod finish;
+pub mod history;
 mod submit;
 mod sweeper;
 mod worker;
 
 pub use control::{cancel_subtask, retry_subtask, retry_task, rollback_task, skip_subtask};
 pub use finish::{finish_and_start, finish_batch, finish_batch_with, Finished, Outcome, Promotion};
+pub use history::{HistoryConfig, Maintenance};
 pub use submit::{submit, Submitted};
 pub use sweeper::Sweeper;
 pub use worker::{Started, Worker};
@@ -40,6 +42,8 @@ pub struct EngineConfig {
     pub timeout_grace: Duration,
     /// Most finished runs written in one transaction.
     pub finish_batch: usize,
+    /// The history maintenance pass (rollups, retention).
+    pub history: HistoryConfig,
 }
 
 impl Default for EngineConfig {
@@ -55,6 +59,7 @@ impl Default for EngineConfig {
             retry_backoff_cap: Duration::from_secs(60),
             timeout_grace: Duration::from_secs(2),
             finish_batch: 128,
+            history: HistoryConfig::default(),
         }
     }
 }

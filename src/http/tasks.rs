@@ -133,6 +133,10 @@ pub struct SubtaskView {
     )]
     #[schema(value_type = Option<String>, format = DateTime)]
     pub finish_time: Option<DateTime<Utc>>,
+    /// Why the last run failed, when it did (not in OCP's shape; the same
+    /// text ends that run's log).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error_message: Option<String>,
     /// Ids of the subtasks that must succeed first.
     pub upstreams: Vec<i64>,
     /// Ids of the subtasks waiting for this one.
@@ -182,6 +186,7 @@ impl Edges {
             executor: s.executor,
             start_time: s.start_time,
             finish_time: s.finish_time,
+            error_message: s.error,
         }
     }
 }
@@ -313,8 +318,19 @@ pub struct TaskListQuery {
     pub cluster_id: Option<i64>,
     /// Target host.
     pub host_id: Option<i64>,
+    /// Target OBServer.
+    pub server_id: Option<i64>,
     /// Exact creator name.
     pub creator: Option<String>,
+    /// Created at or after this time (RFC 3339, e.g.
+    /// `2026-12-01T08:00:00+08:00`).
+    pub create_time_from: Option<String>,
+    /// Created at or before this time (RFC 3339).
+    pub create_time_to: Option<String>,
+    /// Finished at or after this time (RFC 3339); excludes RUNNING tasks.
+    pub finish_time_from: Option<String>,
+    /// Finished at or before this time (RFC 3339); excludes RUNNING tasks.
+    pub finish_time_to: Option<String>,
     /// Page number, from 1 (default 1).
     pub page: Option<i64>,
     /// Page size, 1 to 2000 (default 10).
@@ -393,14 +409,71 @@ fn filter_params(q: &TaskListQuery) -> Result<ListFilter> {
         ),
     };
     let non_empty = |s: &Option<String>| s.as_ref().filter(|s| !s.is_empty()).cloned();
+    let (create_from, create_to) = time_range(
+        ("createTimeFrom", &q.create_time_from),
+        ("createTimeTo", &q.create_time_to),
+    )?;
+    let (finish_from, finish_to) = time_range(
+        ("finishTimeFrom", &q.finish_time_from),
+        ("finishTimeTo", &q.finish_time_to),
+    )?;
     Ok(ListFilter {
         name: non_empty(&q.name),
         statuses,
         task_type,
         cluster_id: q.cluster_id,
         host_id: q.host_id,
+        server_id: q.server_id,
         creator: non_empty(&q.creator),
+        create_from,
+        create_to,
+        finish_from,
+        finish_to,
     })
+}
+
+/// An RFC 3339 time of the query named `field`; empty is absent. A `+`
+/// of the offset sent unencoded arrives as a space, and is read as `+`.
+fn query_time(field: &str, value: &Option<String>) -> Result<Option<DateTime<Utc>>> {
+    let Some(v) = value.as_deref().map(str::trim).filter(|v| !v.is_empty()) else {
+        return Ok(None);
+    };
+    let parsed = DateTime::parse_from_rfc3339(v).or_else(|e| match v.rsplit_once(' ') {
+        Some((head, offset)) if head.contains('T') => {
+            DateTime::parse_from_rfc3339(&format!("{head}+{offset}"))
+        }
+        _ => Err(e),
+    });
+    match parsed {
+        Ok(t) => Ok(Some(t.with_timezone(&Utc))),
+        Err(e) => Err(Error::invalid(
+            "query",
+            field,
+            v,
+            format!("not an RFC 3339 time ({e}); e.g. 2026-12-01T08:00:00+08:00"),
+        )),
+    }
+}
+
+/// Inclusive bounds of a time range, each optional.
+type TimeRange = (Option<DateTime<Utc>>, Option<DateTime<Utc>>);
+
+/// A `from`..`to` pair of query times; `from` after `to` is refused,
+/// naming `from`.
+fn time_range(from: (&str, &Option<String>), to: (&str, &Option<String>)) -> Result<TimeRange> {
+    let start = query_time(from.0, from.1)?;
+    let end = query_time(to.0, to.1)?;
+    if let (Some(a), Some(b)) = (start, end) {
+        if a > b {
+            return Err(Error::invalid(
+                "query",
+                from.0,
+                from.1.as_deref().unwrap_or_default(),
+                format!("must not be after {}", to.0),
+            ));
+        }
+    }
+    Ok((start, end))
 }
 
 /// `runTime` of the log.
@@ -421,7 +494,7 @@ pub struct LogQuery {
     tag = "tasks",
     params(TaskListQuery),
     responses(
-        (status = 200, description = "One page of tasks, with their subtasks", body = Envelope<Paged<TaskView>>),
+        (status = 200, description = "One page of tasks, with their subtasks. `totalElements` is exact up to 10000 matching tasks; past that it is the planner's estimate and `totalElementsEstimated` is true", body = Envelope<Paged<TaskView>>),
         (status = 400, description = "A bad filter, page, size or sort (the error names it)", body = ErrorEnvelope),
     )
 )]
@@ -436,7 +509,12 @@ pub async fn list_tasks(
     let (rows, total) = store::task::list(&mut conn, &filter, sort, desc, page - 1, size).await?;
     drop(conn);
     let views = render_tasks(&state.pool, rows).await?;
-    Ok(Success(Paged::new(views, total, page, size)))
+    let paged = Paged::new(views, total.count, page, size);
+    Ok(Success(if total.exact {
+        paged
+    } else {
+        paged.estimated()
+    }))
 }
 
 /// One task instance with its subtasks.

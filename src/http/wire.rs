@@ -94,6 +94,11 @@ pub struct PageInfo {
     pub number: i64,
     /// Items per page asked for.
     pub size: i64,
+    /// Present and true when counting exactly would be slow and
+    /// `totalElements` (and so `totalPages`) is an estimate; absent when
+    /// both are exact.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub total_elements_estimated: bool,
 }
 
 impl<T> Paged<T> {
@@ -111,8 +116,15 @@ impl<T> Paged<T> {
                 total_pages,
                 number,
                 size,
+                total_elements_estimated: false,
             },
         }
+    }
+
+    /// The same page, its total flagged as an estimate.
+    pub fn estimated(mut self) -> Self {
+        self.page.total_elements_estimated = true;
+        self
     }
 }
 

@@ -2,6 +2,8 @@
 //! `&mut PgConnection`, so the caller owns the transaction.
 
 pub mod bench;
+pub mod bench_history;
+pub mod history;
 pub mod inventory;
 pub mod log;
 pub mod subtask;

@@ -315,6 +315,7 @@ impl Ended {
 }
 
 /// Ends runs, each fenced on (id, run_time, executor, RUNNING|CANCELING),
+/// writes the error of each failed run as the last line of that run's log,
 /// and in the same statement counts down
 /// the downstreams of the successful ones and starts, within each
 /// promotable task's free slots and in series order, the waiting subtasks
@@ -363,6 +364,10 @@ pub async fn end_and_promote(
                and s.executor = v.ex \
                and s.status not in ('PENDING', 'READY', 'FAILED', 'SUCCESSFUL') \
              returning s.id, s.task_id, s.status, s.context \
+         ), el as ( \
+             insert into subtask_log (subtask_id, run_time, line) \
+             select v.id, v.rt, '[ERROR] run ' || v.rt || ' failed: ' || v.err \
+             from v join e on e.id = v.id where v.err is not null \
          ), t as materialized ( \
              select * from unnest($10::bigint[], $11::int[]) as t(id, max_conc) \
          ), dec as ( \

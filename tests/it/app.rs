@@ -275,6 +275,7 @@ impl TestApp {
         .await
         .expect("count tasks")
         .1
+        .count
     }
 }
 

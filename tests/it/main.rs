@@ -20,6 +20,7 @@ mod engine_faults;
 #[allow(dead_code)]
 mod faults;
 mod fleet;
+mod history;
 mod hostile;
 mod http_api;
 mod http_ops;

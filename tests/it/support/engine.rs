@@ -21,6 +21,7 @@ pub fn fast_cfg() -> EngineConfig {
         retry_backoff_cap: Duration::from_millis(10),
         timeout_grace: Duration::from_millis(200),
         finish_batch: 64,
+        ..EngineConfig::default()
     }
 }
 
