@@ -10,6 +10,7 @@
 //! - [`bench`]: `taskd bench`, throughput and latency figures.
 //! - [`cli`]: subcommands and what each runs.
 //! - [`config`]: settings from flags and environment.
+//! - [`console`]: the operator console in the browser, its sessions and assets.
 //! - [`demo`]: `taskd demo`, agents and a demo inventory in one command.
 //! - [`db`]: connection pool and advisory-locked migrations.
 //! - [`metrics`]: Prometheus metrics of the process.
@@ -29,6 +30,7 @@ pub mod auth;
 pub mod bench;
 pub mod cli;
 pub mod config;
+pub mod console;
 pub mod dag;
 pub mod db;
 pub mod demo;

@@ -95,9 +95,17 @@ pub fn router(state: AppState) -> Router {
     // The 405 fallback goes on before the layer, so that a wrong method on
     // an API route is refused only after authentication too (layered()
     // leaves a fallback already set as it is).
+    // The console's session cookie is an alternative to HTTP Basic: its
+    // layer runs first and, when it authenticates, Basic is not asked for.
     let routes = api_routes()
+        .merge(crate::console::api_routes())
         .method_not_allowed_fallback(error::method_not_allowed)
         .layer(authenticate())
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::console::session::authenticate,
+        ))
+        .merge(crate::console::public_routes())
         .merge(health::routes())
         .merge(metrics);
     layered(routes, state)

@@ -486,3 +486,13 @@ pub async fn get_server_target(
     .fetch_optional(ex)
     .await?)
 }
+
+/// The task target key of every host and server (`host:{id}`,
+/// `server:{id}`).
+pub async fn target_keys(ex: impl PgExecutor<'_>) -> Result<Vec<String>> {
+    Ok(sqlx::query_scalar(
+        "select 'host:' || id from host union all select 'server:' || id from ob_server",
+    )
+    .fetch_all(ex)
+    .await?)
+}

@@ -3,6 +3,7 @@
 
 pub mod inventory;
 pub mod log;
+pub mod session;
 pub mod subtask;
 pub mod task;
 pub mod user;
