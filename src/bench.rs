@@ -191,7 +191,7 @@ impl Workers {
     }
 
     async fn stop(mut self) {
-        crate::cli::terminate_children(&mut self.children, Duration::from_secs(15)).await;
+        crate::app::terminate_children(&mut self.children, Duration::from_secs(15)).await;
     }
 }
 
@@ -420,9 +420,14 @@ async fn api_scenario(args: &BenchArgs, pool: &PgPool) -> anyhow::Result<Value> 
     crate::auth::ensure_admin(pool, "bench", &password).await?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
-    let state = crate::http::AppState::new(pool.clone(), addr.to_string());
+    let api_only = crate::app::Settings {
+        engine: crate::engine::EngineConfig::default(),
+        auth: crate::auth::AuthConfig::default(),
+        workers: 0,
+    };
     let stop = tokio_util::sync::CancellationToken::new();
-    let server = tokio::spawn(crate::http::serve(listener, state, stop.clone()));
+    let server =
+        crate::app::App::build(pool.clone(), Some(listener), api_only)?.spawn(stop.clone());
     let client = reqwest::Client::new();
     let interval = Duration::from_secs_f64(1.0 / args.api_rate.max(1) as f64);
     let mut next = Instant::now();

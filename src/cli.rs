@@ -1,13 +1,13 @@
 //! The command line: subcommands, their flags, and what each one runs.
 
+use crate::app;
 use crate::config::{
     AgentArgs, DbArgs, EngineArgs, PasswordArgs, ServeArgs, StandinArgs, UserAddArgs,
     UserPasswdArgs,
 };
-use crate::{actions::Registry, auth, db, engine, http};
+use crate::{auth, db};
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
-use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -142,202 +142,37 @@ pub fn init_tracing(cli: &Cli) {
     }
 }
 
-/// A token cancelled on SIGTERM or Ctrl-C: one token drives the graceful
-/// shutdown of the server and the workers.
-///
-/// The handlers are registered before this returns, not later in a task: a
-/// SIGTERM that arrives at once (a stand-in stopped right after it started)
-/// must end the process cleanly, not by the signal's default action.
-pub fn shutdown_token() -> CancellationToken {
-    let token = CancellationToken::new();
-    let t = token.clone();
-    #[cfg(unix)]
-    let (term, int) = {
-        use tokio::signal::unix::{signal, SignalKind};
-        (
-            signal(SignalKind::terminate()),
-            signal(SignalKind::interrupt()),
-        )
-    };
-    tokio::spawn(async move {
-        #[cfg(unix)]
-        tokio::select! {
-            _ = recv_signal(term, "SIGTERM") => {}
-            _ = recv_signal(int, "SIGINT") => {}
-        }
-        #[cfg(not(unix))]
-        let _ = tokio::signal::ctrl_c().await;
-        tracing::info!("shutdown signal received");
-        t.cancel();
-    });
-    token
-}
-
-/// Waits for one delivery of a registered signal; never returns when it
-/// could not be registered.
-#[cfg(unix)]
-async fn recv_signal(sig: std::io::Result<tokio::signal::unix::Signal>, name: &str) {
-    match sig {
-        Ok(mut s) => {
-            s.recv().await;
-        }
-        Err(e) => {
-            tracing::error!(error = %e, signal = name, "cannot listen for a signal");
-            std::future::pending::<()>().await
-        }
+/// The settings of a process that serves the API (and, unless 0, runs
+/// worker loops beside it).
+fn serve_settings(engine: &EngineArgs, serve: &ServeArgs) -> app::Settings {
+    app::Settings {
+        engine: engine.to_config(),
+        auth: serve.auth.to_config(),
+        workers: serve.workers,
     }
-}
-
-/// Stops child processes gracefully: SIGTERM to all, then up to `grace`
-/// for each to exit before it is killed.
-pub async fn terminate_children(
-    children: &mut [tokio::process::Child],
-    grace: std::time::Duration,
-) {
-    for c in children.iter() {
-        if let Some(pid) = c.id() {
-            // SAFETY: kill(2) on a pid we spawned and have not reaped yet.
-            unsafe {
-                libc::kill(pid as i32, libc::SIGTERM);
-            }
-        }
-    }
-    for c in children.iter_mut() {
-        if tokio::time::timeout(grace, c.wait()).await.is_err() {
-            let _ = c.kill().await;
-        }
-    }
-}
-
-/// Runs `count` worker loops and one sweeper until `shutdown` fires. A loop
-/// that fails cancels `shutdown`, so the whole process stops with it.
-pub async fn run_worker_loops(
-    pool: sqlx::PgPool,
-    cfg: engine::EngineConfig,
-    registry: Registry,
-    count: usize,
-    shutdown: CancellationToken,
-) -> anyhow::Result<()> {
-    let sweeper = engine::Sweeper::new(pool.clone(), cfg.clone());
-    let sweep = tokio::spawn(sweeper.run(shutdown.clone()));
-    let depth = tokio::spawn(crate::metrics::refresh_queue_depth(
-        pool.clone(),
-        std::time::Duration::from_secs(5),
-        shutdown.clone(),
-    ));
-    let mut loops = tokio::task::JoinSet::new();
-    for _ in 0..count {
-        let worker = engine::Worker::new(pool.clone(), registry.clone(), cfg.clone());
-        loops.spawn(worker.run(shutdown.clone()));
-    }
-    let mut failure = None;
-    while let Some(joined) = loops.join_next().await {
-        let outcome = match joined {
-            Ok(Ok(())) => continue,
-            Ok(Err(e)) => anyhow::Error::from(e).context("worker loop failed"),
-            Err(e) => anyhow::Error::from(e).context("worker loop panicked"),
-        };
-        tracing::error!(error = %format!("{outcome:#}"), "stopping the process");
-        shutdown.cancel();
-        failure.get_or_insert(outcome);
-    }
-    shutdown.cancel();
-    let _ = sweep.await;
-    let _ = depth.await;
-    failure.map_or(Ok(()), Err)
-}
-
-/// The address this server gives as `server` and `executor`: the bound
-/// address, or the host name with the port when bound to every interface.
-pub fn advertised_address(addr: std::net::SocketAddr) -> String {
-    if addr.ip().is_unspecified() {
-        let host = hostname::get()
-            .ok()
-            .and_then(|h| h.into_string().ok())
-            .unwrap_or_else(|| "localhost".into());
-        format!("{host}:{}", addr.port())
-    } else {
-        addr.to_string()
-    }
-}
-
-/// Creates the first admin when `--admin-user` and `--admin-password` say
-/// so, and warns when nobody could log in.
-async fn bootstrap_users(
-    pool: &sqlx::PgPool,
-    args: &crate::config::AuthArgs,
-) -> anyhow::Result<()> {
-    match args.admin() {
-        Some((name, password)) => auth::ensure_admin(pool, name, password)
-            .await
-            .with_context(|| format!("cannot create the admin user {name:?}"))?,
-        None if args.admin_password.is_some() => {
-            tracing::warn!("TASKD_ADMIN_PASSWORD is set without TASKD_ADMIN_USER; ignored")
-        }
-        None => {}
-    }
-    if auth::users::count_users(pool).await? == 0 {
-        tracing::warn!(
-            "no user exists, so every API request will be refused: set TASKD_ADMIN_USER and \
-             TASKD_ADMIN_PASSWORD, or run `taskd user add`"
-        );
-    }
-    Ok(())
 }
 
 /// `taskd serve`: migrations, the first admin, the API and (unless 0) the
 /// worker loops, all stopped by one token on SIGTERM or Ctrl-C, or when any
 /// of them fails.
 async fn serve(db: DbArgs, engine: EngineArgs, serve: ServeArgs) -> anyhow::Result<()> {
-    db::migrate(&db.database_url).await?;
-    let pool = db::connect(&db.database_url, db.db_max_connections).await?;
-    bootstrap_users(&pool, &serve.auth).await?;
+    let pool = app::open_database(&db).await?;
+    app::bootstrap_users(&pool, &serve.auth).await?;
     let listener = tokio::net::TcpListener::bind(&serve.listen)
         .await
         .with_context(|| format!("cannot listen on {}", serve.listen))?;
-    serve_with(pool, engine, serve, listener).await
+    app::run_until_signalled(pool, Some(listener), serve_settings(&engine, &serve)).await
 }
 
-/// Serves the API on `listener` with the worker loops beside it, until
-/// SIGTERM or Ctrl-C.
-pub async fn serve_with(
-    pool: sqlx::PgPool,
-    engine: EngineArgs,
-    serve: ServeArgs,
-    listener: tokio::net::TcpListener,
-) -> anyhow::Result<()> {
-    let state = http::AppState::new(pool.clone(), advertised_address(listener.local_addr()?))
-        .with_auth_config(serve.auth.to_config());
-    let shutdown = shutdown_token();
-    let server = {
-        let shutdown = shutdown.clone();
-        tokio::spawn(async move {
-            let served = http::serve(listener, state, shutdown.clone()).await;
-            shutdown.cancel();
-            served
-        })
+/// `taskd worker`: one worker loop and the sweeper, no API.
+async fn worker(db: DbArgs, engine: EngineArgs) -> anyhow::Result<()> {
+    let pool = app::open_database(&db).await?;
+    let settings = app::Settings {
+        engine: engine.to_config(),
+        auth: crate::auth::AuthConfig::default(),
+        workers: 1,
     };
-    let workers = if serve.workers > 0 {
-        tracing::info!(workers = serve.workers, "starting worker loops");
-        run_worker_loops(
-            pool.clone(),
-            engine.to_config(),
-            Registry::standard(),
-            serve.workers,
-            shutdown.clone(),
-        )
-        .await
-    } else {
-        tracing::info!("API-only replica: no worker loops");
-        shutdown.cancelled().await;
-        Ok(())
-    };
-    let served = server.await.context("HTTP server panicked")?;
-    pool.close().await;
-    workers?;
-    served.context("HTTP server failed")?;
-    tracing::info!("stopped");
-    Ok(())
+    app::run_until_signalled(pool, None, settings).await
 }
 
 /// The password of `taskd user add` and `passwd`: from standard input
@@ -417,18 +252,16 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             engine,
             serve,
             demo,
-        } => crate::demo::run(db, engine, serve, demo).await,
+        } => {
+            let settings = serve_settings(&engine, &serve);
+            crate::demo::run(db, settings, serve, demo).await
+        }
         Command::Serve {
             db,
             engine,
             serve: s,
         } => serve(db, engine, s).await,
-        Command::Worker { db, engine } => {
-            db::migrate(&db.database_url).await?;
-            let pool = db::connect(&db.database_url, db.db_max_connections).await?;
-            let shutdown = shutdown_token();
-            run_worker_loops(pool, engine.to_config(), Registry::standard(), 1, shutdown).await
-        }
+        Command::Worker { db, engine } => worker(db, engine).await,
         Command::User { command } => user(command).await,
         Command::Agent { agent } => {
             let listener = tokio::net::TcpListener::bind(agent.listen)
@@ -437,12 +270,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     addr: agent.listen,
                     source,
                 })?;
-            crate::agent::serve_agent(agent.to_config(), listener, shutdown_token()).await?;
+            crate::agent::serve_agent(agent.to_config(), listener, app::shutdown_token()).await?;
             Ok(())
         }
         Command::ObserverStandin { standin } => {
             let addr = std::net::SocketAddr::new(standin.bind, standin.port);
-            crate::agent::standin::run(&standin.name, addr, shutdown_token()).await?;
+            crate::agent::standin::run(&standin.name, addr, app::shutdown_token()).await?;
             Ok(())
         }
     }

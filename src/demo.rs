@@ -6,7 +6,8 @@
 
 use crate::agent::protocol::StartObserver;
 use crate::agent::AgentClient;
-use crate::config::{DbArgs, EngineArgs, ServeArgs};
+use crate::app::Settings;
+use crate::config::{DbArgs, ServeArgs};
 use crate::store::inventory::{
     self, AgentStatus, ClusterStatus, NewCluster, NewHost, NewServer, NewZone, ServerStatus,
     ZoneStatus,
@@ -70,7 +71,7 @@ impl Agents {
 
     /// SIGTERM: each agent stops its processes and exits.
     async fn stop(mut self) {
-        crate::cli::terminate_children(&mut self.children, Duration::from_secs(15)).await;
+        crate::app::terminate_children(&mut self.children, Duration::from_secs(15)).await;
     }
 }
 
@@ -200,7 +201,7 @@ async fn inventory(pool: &PgPool, port: u16) -> anyhow::Result<(i64, Vec<(i64, b
 
 pub async fn run(
     db: DbArgs,
-    engine: EngineArgs,
+    settings: Settings,
     serve: ServeArgs,
     demo: DemoArgs,
 ) -> anyhow::Result<()> {
@@ -251,7 +252,7 @@ pub async fn run(
     println!("  (agent restart: curl -s -u {admin}:{password} -X POST {base}/compute/hosts/{host}/agent/restart)");
     println!();
     println!("Ctrl-C stops the demo, its workers and its agents.");
-    let outcome = crate::cli::serve_with(pool, engine, serve, listener).await;
+    let outcome = crate::app::run_until_signalled(pool, Some(listener), settings).await;
     agents.stop().await;
     outcome
 }

@@ -7,6 +7,7 @@
 //! fenced transaction. A sweeper recovers the work of dead workers.
 //!
 //! Module map:
+//! - [`app`]: the composition root: how a process is assembled and stopped.
 //! - [`bench`]: `taskd bench`, throughput and latency figures.
 //! - [`cli`]: subcommands and what each runs.
 //! - [`config`]: settings from flags and environment.
@@ -26,6 +27,7 @@
 
 pub mod actions;
 pub mod agent;
+pub mod app;
 pub mod auth;
 pub mod bench;
 pub mod cli;

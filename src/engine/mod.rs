@@ -82,10 +82,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// A new worker id: host, pid and a random suffix, unique per process start.
 pub fn new_worker_id() -> String {
-    let host = hostname::get()
-        .ok()
-        .and_then(|h| h.into_string().ok())
-        .unwrap_or_else(|| "localhost".into());
+    let host = crate::config::host_name();
     format!(
         "{host}-{}-{:06x}",
         std::process::id(),

@@ -108,7 +108,7 @@ impl Worker {
         store::worker::register(
             &i.pool,
             &i.id,
-            &hostname_string(),
+            &crate::config::host_name(),
             std::process::id() as i32,
             i.cfg.slots as i32,
         )
@@ -766,11 +766,4 @@ impl Worker {
 pub struct Started {
     pub ids: Vec<i64>,
     handles: Vec<tokio::task::JoinHandle<RunResult>>,
-}
-
-fn hostname_string() -> String {
-    hostname::get()
-        .ok()
-        .and_then(|h| h.into_string().ok())
-        .unwrap_or_else(|| "localhost".into())
 }

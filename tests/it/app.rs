@@ -1,5 +1,5 @@
-//! The HTTP application in-process against its own database: `http::serve`
-//! on a listener bound to 127.0.0.1:0, a reqwest client that sends an
+//! The HTTP application in-process against its own database: the API-only
+//! `taskd::app::App` on a listener bound to 127.0.0.1:0, a reqwest client that sends an
 //! admin's credentials, clients with other credentials or none, and helpers
 //! that fill the inventory and add users over the API.
 
@@ -7,7 +7,6 @@ use crate::support::TestDb;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use taskd::auth::{AuthConfig, Credentials};
-use taskd::http::{self, AppState};
 use tokio_util::sync::CancellationToken;
 
 /// The name of the admin every [`TestApp`] starts with.
@@ -122,9 +121,15 @@ impl TestApp {
             .expect("bind a free port");
         let local = listener.local_addr().expect("local address");
         let addr = local.to_string();
-        let state = AppState::new(db.pool.clone(), addr.clone()).with_auth_config(config);
+        let settings = taskd::app::Settings {
+            engine: taskd::engine::EngineConfig::default(),
+            auth: config,
+            workers: 0,
+        };
         let shutdown = CancellationToken::new();
-        tokio::spawn(http::serve(listener, state, shutdown.clone()));
+        taskd::app::App::build(db.pool.clone(), Some(listener), settings)
+            .expect("assemble the app")
+            .spawn(shutdown.clone());
         TestApp {
             db,
             base: format!("http://{addr}"),
