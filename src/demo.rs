@@ -244,6 +244,7 @@ pub async fn run(
     println!("  cluster `demo` (id {cluster}): servers {:?} on hosts {hosts:?}, agents on 127.0.0.2-4:{}", servers.iter().map(|s| s.0).collect::<Vec<_>>(), demo.agent_port);
     println!("  agent state and logs: {}", dir.display());
     println!("  user: {admin}, password: {password}");
+    println!("  console: {base}/console (sign in as {admin})");
     println!();
     println!("Try:");
     println!("  curl -s -u {admin}:{password} -X POST {base}/api/v2/ob/clusters/{cluster}/servers/{server}/restart");

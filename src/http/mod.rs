@@ -10,7 +10,9 @@
 //! Every route but the health probes and `/metrics` is in [`api_routes`],
 //! which [`router`] wraps in the authentication middleware (HTTP Basic, see
 //! `crate::auth`); each route then states the permission it needs with
-//! `.require(..)`. `/healthz` and `/readyz` are open; `/metrics` is open
+//! `.require(..)`. The console's session layer (`crate::console::session`)
+//! runs before HTTP Basic, so a console session is an alternative to it;
+//! the console's page, assets and sign-in are open. `/healthz` and `/readyz` are open; `/metrics` is open
 //! unless `AuthConfig::metrics_auth`, which makes it need any authenticated
 //! user.
 

@@ -79,11 +79,25 @@ impl Browser {
                 Err(e) => panic!("no WebDriver session from {driver_exe}: {e}"),
             }
         };
-        Browser {
+        let b = Browser {
             client,
             driver,
             profile,
-        }
+        };
+        b.viewport(1280, 800).await;
+        b
+    }
+
+    /// Resizes the window so that the page itself gets `width` x `height`.
+    pub async fn viewport(&self, width: u32, height: u32) {
+        let chrome = self
+            .js("return [window.outerWidth - window.innerWidth, window.outerHeight - window.innerHeight];")
+            .await;
+        let extra = |i: usize| chrome[i].as_u64().unwrap_or(0) as u32;
+        self.client
+            .set_window_size(width + extra(0), height + extra(1))
+            .await
+            .expect("resize the window");
     }
 
     pub async fn goto(&self, url: &str) {
@@ -185,6 +199,9 @@ impl Browser {
         let Ok(dir) = std::env::var("TASKD_CONSOLE_SCREENSHOTS") else {
             return;
         };
+        // Passing notices would hide what the picture is for.
+        self.js("const t = document.getElementById('toast'); t.style.transition = 'none'; t.classList.remove('shown');")
+            .await;
         let png = self.client.screenshot().await.expect("a screenshot");
         std::fs::create_dir_all(&dir).expect("the screenshot directory");
         let path = std::path::Path::new(&dir).join(format!("{name}.png"));

@@ -513,9 +513,23 @@ async fn an_operator_filters_follows_a_task_and_retries_a_failure_in_the_browser
         .wait_text("#failure", |t| t.contains("Start observer process"))
         .await;
     assert!(failure.contains("run 3"), "{failure}");
-    b.wait_text("#log", |t| t.contains("run_time") || t.lines().count() > 1)
-        .await;
+    // The log shown is the failed subtask's, its last run's.
+    b.wait_text("#log", |t| {
+        t.contains("RETRY run 3 of Start observer process")
+    })
+    .await;
     b.wait_text("#node-error", |t| !t.is_empty()).await;
+    // Every run's log, through the run selector.
+    b.wait("#log-run option[value='all']").await;
+    b.wait("#log-run")
+        .await
+        .select_by_value("all")
+        .await
+        .expect("choose every run");
+    b.wait_text("#log", |t| {
+        (1..=3).all(|n| t.contains(&format!("run {n} of Start observer process")))
+    })
+    .await;
     b.screenshot("console-task").await;
 
     // Retry it from the console: it runs again and succeeds.
@@ -558,6 +572,15 @@ async fn a_task_viewer_is_offered_no_action_and_its_forged_requests_are_refused(
             .await,
         0
     );
+    // On a narrow screen the page reflows instead of scrolling sideways.
+    b.viewport(390, 844).await;
+    b.wait_js(
+        "the page fits a narrow screen",
+        "return innerWidth <= 400 && document.documentElement.scrollWidth <= innerWidth;",
+    )
+    .await;
+    b.screenshot("console-task-narrow").await;
+    b.viewport(1280, 800).await;
     b.goto(&format!("{}/console#/inventory", app.base)).await;
     b.wait(&format!(
         "tr[data-server-id='{}'] ul.latest a",

@@ -114,23 +114,59 @@ export function drawDag(root, subtasks, onSelect) {
     nodeEls.set(t.id, g);
   }
 
-  // Zoom and pan by changing the viewBox.
+  // Zoom and pan by changing the viewBox, whose aspect always matches the
+  // frame's. It opens at full size (the whole width when the DAG is wider
+  // than the frame); Fit shows all of it. The wheel pans, Ctrl+wheel zooms.
+  root.append(h('div', { class: 'dag-frame' }, svg));
+  const frame = () => {
+    const r = svg.getBoundingClientRect();
+    return { w: Math.max(1, r.width), h: Math.max(1, r.height) };
+  };
   let view = { x: 0, y: 0, w: width, h: height };
   const apply = () => svg.setAttribute('viewBox', `${view.x} ${view.y} ${view.w} ${view.h}`);
+  const natural = () => {
+    const f = frame();
+    const k = Math.max(1, width / f.w);
+    const w = f.w * k;
+    return { x: (width - w) / 2, y: 0, w, h: f.h * k };
+  };
+  const fit = () => {
+    const f = frame();
+    const k = Math.max(width / f.w, height / f.h);
+    const w = f.w * k;
+    const hh = f.h * k;
+    view = { x: (width - w) / 2, y: (height - hh) / 2, w, h: hh };
+    apply();
+  };
   const zoom = (factor, cx = view.x + view.w / 2, cy = view.y + view.h / 2) => {
-    const w = Math.min(Math.max(view.w * factor, width / 20), width * 4);
+    const w = Math.min(Math.max(view.w * factor, width / 20, 60), Math.max(width, height) * 4);
     const k = w / view.w;
     view = { x: cx - (cx - view.x) * k, y: cy - (cy - view.y) * k, w, h: view.h * k };
     apply();
   };
-  const pan = (dx, dy) => { view.x += dx; view.y += dy; apply(); };
-  const fit = () => { view = { x: 0, y: 0, w: width, h: height }; apply(); };
+  /** Pans, keeping some of the DAG in view; false when nothing moved. */
+  const pan = (dx, dy) => {
+    const x = Math.min(Math.max(view.x + dx, -view.w + 40), width - 40);
+    const y = Math.min(Math.max(view.y + dy, -view.h + 40), height - 40);
+    const moved = x !== view.x || y !== view.y;
+    view.x = x;
+    view.y = y;
+    apply();
+    return moved;
+  };
+  view = natural();
+  apply();
   svg.addEventListener('wheel', (ev) => {
-    ev.preventDefault();
     const r = svg.getBoundingClientRect();
-    const cx = view.x + ((ev.clientX - r.left) / r.width) * view.w;
-    const cy = view.y + ((ev.clientY - r.top) / r.height) * view.h;
-    zoom(ev.deltaY > 0 ? 1.15 : 1 / 1.15, cx, cy);
+    const k = view.w / r.width;
+    if (ev.ctrlKey || ev.metaKey) {
+      ev.preventDefault();
+      const cx = view.x + ((ev.clientX - r.left) / r.width) * view.w;
+      const cy = view.y + ((ev.clientY - r.top) / r.height) * view.h;
+      zoom(ev.deltaY > 0 ? 1.15 : 1 / 1.15, cx, cy);
+    } else if (pan(ev.deltaX * k, ev.deltaY * k)) {
+      ev.preventDefault(); // at the DAG's edge the page scrolls instead
+    }
   }, { passive: false });
   let drag = null;
   svg.addEventListener('pointerdown', (ev) => {
@@ -155,7 +191,7 @@ export function drawDag(root, subtasks, onSelect) {
     h('button', { type: 'button', 'aria-label': 'Pan right', onclick: () => pan(step(), 0) }, '→'),
     h('button', { type: 'button', 'aria-label': 'Pan up', onclick: () => pan(0, -step()) }, '↑'),
     h('button', { type: 'button', 'aria-label': 'Pan down', onclick: () => pan(0, step()) }, '↓'));
-  root.append(tools, h('div', { class: 'dag-frame' }, svg));
+  root.prepend(tools);
 
   function update(list, selected) {
     for (const t of list) {
@@ -168,6 +204,18 @@ export function drawDag(root, subtasks, onSelect) {
       g.querySelector('text.meta').textContent = `${t.status} · run ${t.runTime} · ${t.operation}`;
     }
   }
+  /** Brings a node into view (centred) when it is outside it. */
+  function reveal(id) {
+    const p = pos.get(id);
+    if (!p) return;
+    const inside = p.x >= view.x && p.x + NODE_W <= view.x + view.w &&
+      p.y >= view.y && p.y + NODE_H <= view.y + view.h;
+    if (inside) return;
+    view.x = p.x + NODE_W / 2 - view.w / 2;
+    view.y = p.y + NODE_H / 2 - view.h / 2;
+    apply();
+  }
+
   update(subtasks, null);
-  return { update };
+  return { update, reveal };
 }

@@ -105,7 +105,8 @@ export function renderTask(root, ctx, id, params) {
       nodeBox.replaceChildren(h('p', {}, 'Select a node of the DAG to see its details.'));
       return;
     }
-    const row = (k, v) => [h('dt', {}, k), h('dd', {}, v === undefined || v === null || v === '' ? '—' : v)];
+    const row = (k, v, wide) => [h('dt', { class: wide ? 'wide' : '' }, k),
+      h('dd', { class: wide ? 'wide' : '' }, v === undefined || v === null || v === '' ? '—' : v)];
     const buttons = SUBTASK_ACTIONS.filter(([a]) => n.actions[a]).map(([a, label, text]) =>
       h('button', { type: 'button', id: `subtask-${a}`, class: a === 'retry' ? '' : 'danger',
         onclick: () => act(label, `${text} (${t.name})`, `/api/v2/tasks/instances/${id}/subtasks/${t.id}/${a}`) }, label));
@@ -113,17 +114,17 @@ export function renderTask(root, ctx, id, params) {
       h('h2', { id: 'node-name' }, t.name, ' ', badge(t.status)),
       h('dl', { class: 'facts' },
         row('Subtask id', t.id),
-        row('className', h('code', { id: 'node-class' }, t.className)),
-        row('Operation', t.operation),
-        row('Timeout', `${t.timeout} s`),
         row('runTime', h('span', { id: 'node-runtime' }, t.runTime)),
+        row('Operation', t.operation),
         row('Retry limit', n.retryLimit),
+        row('Timeout', `${t.timeout} s`),
         row('Executor', t.executor),
         row('Start', time(t.startTime)),
         row('Finish', time(t.finishTime)),
         row('Duration', duration(t.startTime, t.finishTime)),
-        n.waiting ? row('Waiting', n.waiting) : [],
-        row('Error', n.error ? h('span', { class: 'why', id: 'node-error' }, n.error) : '')),
+        row('className', h('code', { id: 'node-class' }, t.className), true),
+        n.waiting ? row('Waiting', n.waiting, true) : [],
+        row('Error', n.error ? h('span', { class: 'why', id: 'node-error' }, n.error) : '', true)),
       buttons.length ? h('div', { class: 'buttons', id: 'subtask-actions' }, buttons) : '');
     const runs = n.runs.map((r) => r.runTime);
     const want = logRun === null ? 'latest' : String(logRun);
@@ -204,6 +205,7 @@ export function renderTask(root, ctx, id, params) {
     const p = new URLSearchParams({ subtask: sid });
     history.replaceState(null, '', `#/tasks/${id}?${p}`);
     dag.update(detail.task.subtasks, selected);
+    dag.reveal(sid);
     renderNode();
     loadLog();
   }
@@ -227,11 +229,19 @@ export function renderTask(root, ctx, id, params) {
       const pick = detail.task.subtasks;
       const follow = detail.failures[0]?.subtaskId ??
         (pick.find((t) => ACTIVE.has(t.status)) || pick.find((t) => t.id === selected) || pick[0])?.id ?? null;
-      if (follow !== selected) {
-        if (selected !== null && !first) logStale = true;
+      if (follow !== selected || first) {
+        if (selected !== null && !first) {
+          // Read on the next tick; never show another subtask's log.
+          logStale = true;
+          logText = '';
+          logPre.textContent = 'Loading…';
+        }
         selected = follow;
         logRun = null;
+        dag.reveal(selected);
       }
+    } else if (first) {
+      dag.reveal(selected);
     }
     renderHeader();
     dag.update(detail.task.subtasks, selected);
