@@ -19,6 +19,7 @@
 //! - [`dag`]: DAG specs, validation, parallel split, the four templates (pure).
 //! - [`store`]: all SQL, one file per aggregate; callers own transactions.
 //! - [`engine`]: submit, worker loop, finisher, sweeper, user actions.
+//! - [`operations`]: OCP's operations: guards, contexts, idempotent replay.
 //! - [`actions`]: the action registry and its actions.
 //! - [`agent`]: the host agent protocol, its client and the reference agent.
 //! - [`auth`]: users, roles and permissions, HTTP Basic authentication.
@@ -40,4 +41,5 @@ pub mod engine;
 pub mod http;
 pub mod metrics;
 pub mod model;
+pub mod operations;
 pub mod store;

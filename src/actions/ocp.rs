@@ -7,6 +7,8 @@ use super::{Action, ActionError, ActionResult, Registry, Run};
 use crate::agent::client::{AgentClient, Error as AgentError};
 use crate::agent::protocol::{StartObserver, StopObserver};
 use crate::dag::templates::OCP;
+pub use crate::model::ocp::Level;
+use crate::model::ocp::{key, status_key, OcpContext, Phase};
 use crate::store::inventory::{
     self, AgentStatus as HostAgentStatus, ClusterStatus, HostRow, ServerStatus, ServerTarget,
     ZoneStatus,
@@ -72,22 +74,16 @@ fn db_err(e: impl std::fmt::Display) -> ActionError {
     ActionError::failed(format!("inventory update failed: {e}"))
 }
 
-fn parse_id(run: &Run, key: &str) -> Result<i64, ActionError> {
-    run.require(key)?
-        .parse()
-        .map_err(|_| ActionError::failed(format!("context key {key:?} is not an id")))
-}
-
 fn parse_status<T: FromStr<Err = String>>(run: &Run, key: &str) -> Result<T, ActionError> {
     run.require(key)?.parse().map_err(ActionError::failed)
 }
 
 fn force(run: &Run) -> bool {
-    run.context.get("force") == Some("true")
+    OcpContext::force(&run.context)
 }
 
 async fn target(run: &Run) -> Result<ServerTarget, ActionError> {
-    let id = parse_id(run, "server_id")?;
+    let id = OcpContext::server_id(&run.context).map_err(ActionError::failed)?;
     inventory::get_server_target(&run.deps.pool, id)
         .await
         .map_err(db_err)?
@@ -95,7 +91,7 @@ async fn target(run: &Run) -> Result<ServerTarget, ActionError> {
 }
 
 async fn host(run: &Run) -> Result<HostRow, ActionError> {
-    let id = parse_id(run, "host_id")?;
+    let id = OcpContext::host_id(&run.context).map_err(ActionError::failed)?;
     inventory::get_host(&run.deps.pool, id)
         .await
         .map_err(db_err)?
@@ -155,8 +151,8 @@ async fn set_host(run: &Run, id: i64, s: HostAgentStatus) -> ActionResult {
 
 /// Restores server, zone and cluster to the statuses recorded in the context.
 async fn restore_statuses(run: &Run, t: &ServerTarget) -> ActionResult {
-    for level in Level::ALL {
-        level.restore(run, t).await?;
+    for level in [Level::Server, Level::Zone, Level::Cluster] {
+        restore_level(level, run, t).await?;
     }
     Ok(())
 }
@@ -179,8 +175,10 @@ impl Action for Prepare {
         } else {
             t.server.status
         };
-        run.context.set("former_server_status", former.as_str());
-        run.context.set("target_server_status", self.1.as_str());
+        run.context
+            .set(status_key(Phase::Former, Level::Server), former.as_str());
+        run.context
+            .set(status_key(Phase::Target, Level::Server), self.1.as_str());
         run.log(format!(
             "server {} on host {} ({}:{}), zone {}, cluster {}",
             t.server.id, t.host.name, t.server.ip, t.server.sql_port, t.zone.name, t.cluster.name
@@ -428,42 +426,21 @@ impl Action for StartAgentService {
     }
 }
 
-/// Which inventory row a status step writes.
-#[derive(Debug, Clone, Copy)]
-pub enum Level {
-    Server,
-    Zone,
-    Cluster,
+/// Writes `status` (as the context holds it) into this level's row.
+async fn set_level(level: Level, run: &Run, t: &ServerTarget, status: &str) -> ActionResult {
+    let bad = |e: String| ActionError::failed(format!("{level:?} status in the context: {e}"));
+    match level {
+        Level::Server => set_server(run, t.server.id, status.parse().map_err(bad)?).await,
+        Level::Zone => set_zone(run, t.zone.id, status.parse().map_err(bad)?).await,
+        Level::Cluster => set_cluster(run, t.cluster.id, status.parse().map_err(bad)?).await,
+    }
 }
 
-impl Level {
-    const ALL: [Level; 3] = [Level::Server, Level::Zone, Level::Cluster];
-
-    fn key(self, which: &str) -> String {
-        let level = match self {
-            Level::Server => "server",
-            Level::Zone => "zone",
-            Level::Cluster => "cluster",
-        };
-        format!("{which}_{level}_status")
-    }
-
-    /// Writes `status` (as the context holds it) into this level's row.
-    async fn set(self, run: &Run, t: &ServerTarget, status: &str) -> ActionResult {
-        let bad = |e: String| ActionError::failed(format!("{}: {e}", self.key("context")));
-        match self {
-            Level::Server => set_server(run, t.server.id, status.parse().map_err(bad)?).await,
-            Level::Zone => set_zone(run, t.zone.id, status.parse().map_err(bad)?).await,
-            Level::Cluster => set_cluster(run, t.cluster.id, status.parse().map_err(bad)?).await,
-        }
-    }
-
-    /// Restores the status recorded as former in the context, if any.
-    async fn restore(self, run: &Run, t: &ServerTarget) -> ActionResult {
-        match run.context.get(&self.key("former")) {
-            Some(s) => self.set(run, t, s).await,
-            None => Ok(()),
-        }
+/// Restores the status recorded as former in the context, if any.
+async fn restore_level(level: Level, run: &Run, t: &ServerTarget) -> ActionResult {
+    match run.context.get(&status_key(Phase::Former, level)) {
+        Some(s) => set_level(level, run, t, s).await,
+        None => Ok(()),
     }
 }
 
@@ -475,13 +452,13 @@ pub struct UpdateStatus(pub Level);
 impl Action for UpdateStatus {
     async fn execute(&self, run: &mut Run) -> ActionResult {
         let t = target(run).await?;
-        let status = run.require(&self.0.key("target"))?;
-        self.0.set(run, &t, &status).await
+        let status = run.require(&status_key(Phase::Target, self.0))?;
+        set_level(self.0, run, &t, &status).await
     }
 
     async fn rollback(&self, run: &mut Run) -> ActionResult {
         let t = target(run).await?;
-        self.0.restore(run, &t).await
+        restore_level(self.0, run, &t).await
     }
 }
 
@@ -538,9 +515,9 @@ pub struct PrepareAgent;
 impl Action for PrepareAgent {
     async fn execute(&self, run: &mut Run) -> ActionResult {
         let h = host(run).await?;
-        if run.context.get("former_agent_status").is_none() {
+        if run.context.get(key::FORMER_AGENT_STATUS).is_none() {
             run.context
-                .set("former_agent_status", h.agent_status.as_str());
+                .set(key::FORMER_AGENT_STATUS, h.agent_status.as_str());
         }
         run.log(format!(
             "restarting the agent of host {} at {}",
@@ -552,7 +529,7 @@ impl Action for PrepareAgent {
 
     async fn rollback(&self, run: &mut Run) -> ActionResult {
         let h = host(run).await?;
-        if let Ok(s) = parse_status::<HostAgentStatus>(run, "former_agent_status") {
+        if let Ok(s) = parse_status::<HostAgentStatus>(run, key::FORMER_AGENT_STATUS) {
             set_host(run, h.id, s).await?;
         }
         Ok(())
@@ -654,7 +631,7 @@ impl Action for FinishAgent {
 
     async fn rollback(&self, run: &mut Run) -> ActionResult {
         let h = host(run).await?;
-        if let Ok(s) = parse_status::<HostAgentStatus>(run, "former_agent_status") {
+        if let Ok(s) = parse_status::<HostAgentStatus>(run, key::FORMER_AGENT_STATUS) {
             set_host(run, h.id, s).await?;
         }
         Ok(())

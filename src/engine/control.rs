@@ -4,25 +4,27 @@
 
 use super::{finish::after_change, Error, Result};
 use crate::model::transitions::{self};
-use crate::model::{SubtaskStatus, TaskId, TaskOperation, TaskStatus};
-use crate::store::{self, subtask::SubtaskRow, task::TaskRow};
+use crate::model::{SubtaskId, SubtaskStatus, TaskId, TaskOperation, TaskStatus};
+use crate::store::{self, subtask::SubtaskRow, task::TaskRow, TaskConflict};
 use sqlx::{PgConnection, PgPool, Postgres, Transaction};
-
-const TARGET_INDEX: &str = "task_instance_one_running_per_target";
 
 async fn lock(tx: &mut PgConnection, id: TaskId) -> Result<TaskRow> {
     store::task::lock(tx, id)
         .await?
-        .ok_or_else(|| Error::NotFound(format!("task {id}")))
+        .ok_or(Error::TaskNotFound(id))
 }
 
-async fn subtask_of(tx: &mut PgConnection, task: &TaskRow, subtask: i64) -> Result<SubtaskRow> {
-    match store::subtask::get(&mut *tx, subtask).await? {
+async fn subtask_of(
+    tx: &mut PgConnection,
+    task: &TaskRow,
+    subtask: SubtaskId,
+) -> Result<SubtaskRow> {
+    match store::subtask::get(&mut *tx, subtask.0).await? {
         Some(s) if s.task_id == task.id => Ok(s),
-        _ => Err(Error::NotFound(format!(
-            "subtask {subtask} of task {}",
-            task.id
-        ))),
+        _ => Err(Error::SubtaskNotFound {
+            task: TaskId(task.id),
+            subtask,
+        }),
     }
 }
 
@@ -35,7 +37,7 @@ async fn set_running(tx: &mut PgConnection, task: &mut TaskRow, op: TaskOperatio
             task.operation = op;
             Ok(())
         }
-        Err(e) if e.unique_violation() == Some(TARGET_INDEX) => Err(Error::TargetBusy(
+        Err(e) if e.task_conflict() == Some(TaskConflict::TargetBusy) => Err(Error::TargetBusy(
             task.target_key.clone().unwrap_or_default(),
         )),
         Err(e) => Err(e.into()),
@@ -77,25 +79,30 @@ pub async fn rollback_task(pool: &PgPool, id: TaskId) -> Result<()> {
 }
 
 /// Retry one FAILED subtask (not while rolling back).
-pub async fn retry_subtask(pool: &PgPool, id: TaskId, subtask: i64) -> Result<SubtaskRow> {
+pub async fn retry_subtask(pool: &PgPool, id: TaskId, subtask: SubtaskId) -> Result<SubtaskRow> {
+    let (subtask_id, subtask) = (subtask, subtask.0);
     let mut tx = pool.begin().await?;
     let mut task = lock(&mut tx, id).await?;
-    let sub = subtask_of(&mut tx, &task, subtask).await?;
+    let sub = subtask_of(&mut tx, &task, subtask_id).await?;
     transitions::check_subtask_retry(task.operation, sub.status)?;
     set_running(&mut tx, &mut task, TaskOperation::Retry).await?;
     store::subtask::requeue_failed(&mut tx, id, Some(subtask)).await?;
     commit(tx, &mut task, false).await?;
     store::subtask::get(pool, subtask)
         .await?
-        .ok_or_else(|| Error::NotFound(format!("subtask {subtask}")))
+        .ok_or(Error::SubtaskNotFound {
+            task: id,
+            subtask: subtask_id,
+        })
 }
 
 /// Skip one FAILED subtask: SUCCESSFUL/SKIP, or PENDING/ROLLBACK_SKIP while
 /// rolling back, without running it.
-pub async fn skip_subtask(pool: &PgPool, id: TaskId, subtask: i64) -> Result<()> {
+pub async fn skip_subtask(pool: &PgPool, id: TaskId, subtask: SubtaskId) -> Result<()> {
+    let (subtask_id, subtask) = (subtask, subtask.0);
     let mut tx = pool.begin().await?;
     let mut task = lock(&mut tx, id).await?;
-    let sub = subtask_of(&mut tx, &task, subtask).await?;
+    let sub = subtask_of(&mut tx, &task, subtask_id).await?;
     let (status, op) = transitions::skip_outcome(task.operation, sub.status)?;
     let op_now = task.operation;
     set_running(&mut tx, &mut task, op_now).await?;
@@ -111,10 +118,11 @@ pub async fn skip_subtask(pool: &PgPool, id: TaskId, subtask: i64) -> Result<()>
 
 /// Cancel one RUNNING subtask: it becomes CANCELING and its worker is told
 /// to stop the action; the run then ends FAILED with operation CANCEL.
-pub async fn cancel_subtask(pool: &PgPool, id: TaskId, subtask: i64) -> Result<()> {
+pub async fn cancel_subtask(pool: &PgPool, id: TaskId, subtask: SubtaskId) -> Result<()> {
+    let (subtask_id, subtask) = (subtask, subtask.0);
     let mut tx = pool.begin().await?;
     let task = lock(&mut tx, id).await?;
-    let sub = subtask_of(&mut tx, &task, subtask).await?;
+    let sub = subtask_of(&mut tx, &task, subtask_id).await?;
     transitions::check_subtask_cancel(sub.status)?;
     if store::subtask::mark_canceling(&mut tx, subtask)
         .await?

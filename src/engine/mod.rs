@@ -16,6 +16,7 @@ pub use worker::Worker;
 
 use crate::dag::DagError;
 use crate::model::transitions::Refusal;
+use crate::model::{SubtaskId, TaskId};
 use std::time::Duration;
 
 /// How the worker loops, the finisher and the sweeper behave.
@@ -66,10 +67,19 @@ pub enum Error {
     Dag(#[from] DagError),
     #[error(transparent)]
     Refused(#[from] Refusal),
-    #[error("{0} does not exist")]
-    NotFound(String),
+    #[error("task {0} does not exist")]
+    TaskNotFound(TaskId),
+    #[error("subtask {subtask} of task {task} does not exist")]
+    SubtaskNotFound { task: TaskId, subtask: SubtaskId },
+    /// The Idempotency-Key's index refused a second task, yet no task holds
+    /// the key (it was deleted in between).
+    #[error("no task holds idempotency key {0:?}")]
+    KeyedTaskNotFound(String),
     #[error("{0} already has a RUNNING task")]
     TargetBusy(String),
+    /// A run's task ended without an outcome (it panicked or was aborted).
+    #[error("a run's task ended without an outcome: {0}")]
+    RunLost(#[from] tokio::task::JoinError),
 }
 
 impl From<sqlx::Error> for Error {

@@ -4,7 +4,7 @@
 use super::{finish::input_of, Error, Result};
 use crate::dag::{self, DagSpec};
 use crate::model::{Context, TaskId};
-use crate::store::{self, task::NewTask};
+use crate::store::{self, task::NewTask, TaskConflict};
 use sqlx::PgPool;
 
 /// What a submit did.
@@ -23,9 +23,6 @@ impl Submitted {
     }
 }
 
-const IDEMPOTENCY_INDEX: &str = "task_instance_idempotency_key_key";
-const TARGET_INDEX: &str = "task_instance_one_running_per_target";
-
 /// Creates a task from any DAG. An invalid DAG is refused before anything
 /// is written; a target that already has a RUNNING task is refused by the
 /// database's unique index, so concurrent requests create at most one.
@@ -42,15 +39,15 @@ pub async fn submit(pool: &PgPool, task: &NewTask, spec: &DagSpec) -> Result<Sub
     }
     match insert(pool, task, &plan).await {
         Ok(id) => Ok(Submitted::Created(id)),
-        Err(Error::Store(e)) => match e.unique_violation() {
-            Some(IDEMPOTENCY_INDEX) => {
+        Err(Error::Store(e)) => match e.task_conflict() {
+            Some(TaskConflict::IdempotencyKey) => {
                 let key = task.idempotency_key.as_deref().unwrap_or_default();
                 let existing = store::task::find_by_idempotency_key(pool, key)
                     .await?
-                    .ok_or_else(|| Error::NotFound(format!("task with idempotency key {key}")))?;
+                    .ok_or_else(|| Error::KeyedTaskNotFound(key.to_string()))?;
                 Ok(Submitted::Existing(TaskId(existing.id)))
             }
-            Some(TARGET_INDEX) => Err(Error::TargetBusy(
+            Some(TaskConflict::TargetBusy) => Err(Error::TargetBusy(
                 task.target_key.clone().unwrap_or_default(),
             )),
             _ => Err(Error::Store(e)),

@@ -285,7 +285,7 @@ impl Worker {
                     self.release_slot(id);
                     kinds.push(false);
                 }
-                Err(e) => return Err(super::Error::NotFound(format!("run task: {e}"))),
+                Err(e) => return Err(super::Error::RunLost(e)),
             }
         }
         let applied = self.write(&writes).await?;

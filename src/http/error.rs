@@ -7,6 +7,7 @@ use super::envelope::{payload_response, Payload};
 use crate::auth;
 use crate::engine;
 use crate::model::transitions::Refusal;
+use crate::operations;
 use crate::store;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -75,6 +76,38 @@ pub enum Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// An operation's refusal becomes a response naming the path parameter at
+/// fault; its engine and store failures answer as those do.
+impl From<operations::Error> for Error {
+    fn from(e: operations::Error) -> Self {
+        use operations::Error as Op;
+        let message = e.to_string();
+        let (status, code, target) = match e {
+            Op::Engine(e) => return Error::Engine(e),
+            Op::Store(e) => return Error::Store(e),
+            Op::ClusterNotFound(_) => (StatusCode::NOT_FOUND, code::CLUSTER_NOT_FOUND, "id"),
+            Op::ServerNotFound(_) | Op::ServerNotInCluster { .. } => {
+                (StatusCode::NOT_FOUND, code::SERVER_NOT_FOUND, "serverId")
+            }
+            Op::HostNotFound(_) => (StatusCode::NOT_FOUND, code::HOST_NOT_FOUND, "hostId"),
+            Op::ServerState { .. } => (
+                StatusCode::BAD_REQUEST,
+                code::SERVER_STATE_INVALID,
+                "serverId",
+            ),
+            Op::AgentRestarting(_) => {
+                (StatusCode::BAD_REQUEST, code::AGENT_STATE_INVALID, "hostId")
+            }
+            Op::KeyReused(_) => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                code::IDEMPOTENCY_KEY_REUSED,
+                "Idempotency-Key",
+            ),
+        };
+        Error::refused(status, code, message).with_target(target)
+    }
+}
 
 impl From<sqlx::Error> for Error {
     fn from(e: sqlx::Error) -> Self {
@@ -218,9 +251,11 @@ impl Error {
             Error::Refused(r) => r.status,
             Error::Engine(e) => match e {
                 engine::Error::Refused(_) => StatusCode::BAD_REQUEST,
-                engine::Error::NotFound(_) => StatusCode::NOT_FOUND,
+                engine::Error::TaskNotFound(_)
+                | engine::Error::SubtaskNotFound { .. }
+                | engine::Error::KeyedTaskNotFound(_) => StatusCode::NOT_FOUND,
                 engine::Error::TargetBusy(_) => StatusCode::CONFLICT,
-                engine::Error::Store(_) | engine::Error::Dag(_) => {
+                engine::Error::Store(_) | engine::Error::Dag(_) | engine::Error::RunLost(_) => {
                     StatusCode::INTERNAL_SERVER_ERROR
                 }
             },
@@ -266,15 +301,14 @@ impl Error {
                 let message = e.to_string();
                 let code = match &e {
                     engine::Error::Refused(r) => refusal_code(r),
-                    engine::Error::NotFound(what) if what.starts_with("subtask") => {
-                        code::SUBTASK_NOT_FOUND
-                    }
-                    engine::Error::NotFound(what) if what.starts_with("task") => {
+                    engine::Error::SubtaskNotFound { .. } => code::SUBTASK_NOT_FOUND,
+                    engine::Error::TaskNotFound(_) | engine::Error::KeyedTaskNotFound(_) => {
                         code::TASK_NOT_FOUND
                     }
-                    engine::Error::NotFound(_) => code::NOT_FOUND,
                     engine::Error::TargetBusy(_) => code::TARGET_BUSY,
-                    engine::Error::Store(_) | engine::Error::Dag(_) => code::INTERNAL_ERROR,
+                    engine::Error::Store(_) | engine::Error::Dag(_) | engine::Error::RunLost(_) => {
+                        code::INTERNAL_ERROR
+                    }
                 };
                 (code, message, None, Vec::new())
             }
@@ -369,7 +403,7 @@ pub(crate) fn panic_response(panic: Box<dyn std::any::Any + Send + 'static>) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{TaskOperation, TaskStatus};
+    use crate::model::{SubtaskId, TaskId, TaskOperation, TaskStatus};
 
     #[test]
     fn engine_errors_map_to_ocp_codes() {
@@ -380,7 +414,10 @@ mod tests {
         }));
         assert_eq!(e.status(), StatusCode::BAD_REQUEST);
         assert_eq!(e.body().code, code::TASK_STATE_INVALID);
-        let e = Error::from(engine::Error::NotFound("subtask 3 of task 1".into()));
+        let e = Error::from(engine::Error::SubtaskNotFound {
+            task: TaskId(1),
+            subtask: SubtaskId(3),
+        });
         assert_eq!(e.status(), StatusCode::NOT_FOUND);
         assert_eq!(e.body().code, code::SUBTASK_NOT_FOUND);
         let e = Error::from(engine::Error::TargetBusy("server:1".into()));

@@ -11,7 +11,8 @@ use super::AppState;
 use crate::auth::{Permission, RequireExt};
 use crate::engine;
 use crate::model::{
-    Context, SubtaskOperation, SubtaskStatus, TaskId, TaskOperation, TaskStatus, TaskType,
+    Context, SubtaskId, SubtaskOperation, SubtaskStatus, TaskId, TaskOperation, TaskStatus,
+    TaskType,
 };
 use crate::store::{self, subtask::SubtaskRow, task::ListFilter, task::SortKey, task::TaskRow};
 use axum::extract::State;
@@ -571,7 +572,7 @@ pub async fn retry_subtask(
     let row = engine::retry_subtask(
         &state.pool,
         TaskId(p.task_instance_id),
-        p.subtask_instance_id,
+        SubtaskId(p.subtask_instance_id),
     )
     .await?;
     let edges = Edges::new(store::subtask::edges_for_tasks(&state.pool, &[row.task_id]).await?);
@@ -598,7 +599,7 @@ pub async fn skip_subtask(
     engine::skip_subtask(
         &state.pool,
         TaskId(p.task_instance_id),
-        p.subtask_instance_id,
+        SubtaskId(p.subtask_instance_id),
     )
     .await?;
     Ok(NoData)
@@ -623,7 +624,7 @@ pub async fn cancel_subtask(
     engine::cancel_subtask(
         &state.pool,
         TaskId(p.task_instance_id),
-        p.subtask_instance_id,
+        SubtaskId(p.subtask_instance_id),
     )
     .await?;
     Ok(NoData)

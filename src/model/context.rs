@@ -109,7 +109,7 @@ impl Context {
 
     /// True when the task asked not to be rolled back.
     pub fn prohibits_rollback(&self) -> bool {
-        self.get("prohibit_rollback") == Some("true")
+        self.get(super::ocp::key::PROHIBIT_ROLLBACK) == Some("true")
     }
 }
 

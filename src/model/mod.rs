@@ -1,7 +1,9 @@
 //! Domain vocabulary: ids, statuses, operations, the context and the legal
-//! transitions between states. Pure: no I/O here.
+//! transitions between states, OCP's context keys ([`ocp`]). Pure: no I/O
+//! here.
 
 mod context;
+pub mod ocp;
 mod status;
 pub mod transitions;
 

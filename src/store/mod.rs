@@ -17,6 +17,16 @@ pub enum Error {
     Corrupt(String),
 }
 
+/// A task insert or state change refused by one of the task's unique
+/// indexes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TaskConflict {
+    /// The target already has a RUNNING task.
+    TargetBusy,
+    /// A task with this Idempotency-Key exists.
+    IdempotencyKey,
+}
+
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
@@ -28,6 +38,15 @@ impl Error {
             Error::Db(sqlx::Error::Database(d))
                 if matches!(d.code().as_deref(), Some("22021") | Some("22P05"))
         )
+    }
+
+    /// Which of the task's unique indexes this error violates, if any.
+    pub fn task_conflict(&self) -> Option<TaskConflict> {
+        match self.unique_violation()? {
+            task::ONE_RUNNING_PER_TARGET => Some(TaskConflict::TargetBusy),
+            task::IDEMPOTENCY_KEY_INDEX => Some(TaskConflict::IdempotencyKey),
+            _ => None,
+        }
     }
 
     /// The name of the violated unique constraint or index, if that is what

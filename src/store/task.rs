@@ -8,6 +8,11 @@ use chrono::{DateTime, Utc};
 use sqlx::types::Json;
 use sqlx::{PgConnection, PgExecutor, Postgres, QueryBuilder};
 
+/// The partial unique index that allows one RUNNING task per target.
+pub const ONE_RUNNING_PER_TARGET: &str = "task_instance_one_running_per_target";
+/// The unique constraint on a task's Idempotency-Key.
+pub const IDEMPOTENCY_KEY_INDEX: &str = "task_instance_idempotency_key_key";
+
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct TaskRow {
     pub id: i64,

@@ -8,7 +8,8 @@ use taskd::actions::Registry;
 use taskd::dag::{DagSpec, NodeSpec};
 use taskd::engine::{self, EngineConfig, Submitted, Worker};
 use taskd::model::{
-    Context, SubtaskOperation as SOp, SubtaskStatus as S, TaskId, TaskOperation, TaskStatus,
+    Context, SubtaskId, SubtaskOperation as SOp, SubtaskStatus as S, TaskId, TaskOperation,
+    TaskStatus,
 };
 use taskd::store::{self, subtask::SubtaskRow, task::NewTask};
 
@@ -401,7 +402,7 @@ async fn task_retry_reruns_failed_subtasks_and_refuses_other_states() {
     ));
     assert!(matches!(
         engine::retry_task(&db.pool, TaskId(999_999)).await,
-        Err(engine::Error::NotFound(_))
+        Err(engine::Error::TaskNotFound(_))
     ));
 }
 
@@ -438,7 +439,7 @@ async fn rollback_undoes_in_reverse_topological_order() {
     assert_eq!(subs["e"].status, S::Pending, "e never ran");
     // Subtask retry is refused while rolling back.
     assert!(matches!(
-        engine::retry_subtask(&db.pool, id, subs["d"].id).await,
+        engine::retry_subtask(&db.pool, id, SubtaskId(subs["d"].id)).await,
         Err(engine::Error::Refused(_))
     ));
     w.drain().await.unwrap();
@@ -522,10 +523,10 @@ async fn failed_rollback_can_be_skipped_and_the_rollback_completes() {
         Err(engine::Error::Refused(_))
     ));
     assert!(matches!(
-        engine::skip_subtask(&db.pool, id, subs["a"].id).await,
+        engine::skip_subtask(&db.pool, id, SubtaskId(subs["a"].id)).await,
         Err(engine::Error::Refused(_))
     ));
-    engine::skip_subtask(&db.pool, id, subs["b"].id)
+    engine::skip_subtask(&db.pool, id, SubtaskId(subs["b"].id))
         .await
         .unwrap();
     let b = &subtasks(&db, id).await["b"];
@@ -551,19 +552,19 @@ async fn skip_lets_the_task_go_on_and_is_refused_for_other_states() {
     let subs = subtasks(&db, id).await;
     assert!(
         matches!(
-            engine::skip_subtask(&db.pool, id, subs["f"].id).await,
+            engine::skip_subtask(&db.pool, id, SubtaskId(subs["f"].id)).await,
             Err(engine::Error::Refused(_))
         ),
         "READY cannot be skipped"
     );
     assert!(matches!(
-        engine::skip_subtask(&db.pool, TaskId(id.0 + 1000), subs["f"].id).await,
-        Err(engine::Error::NotFound(_))
+        engine::skip_subtask(&db.pool, TaskId(id.0 + 1000), SubtaskId(subs["f"].id)).await,
+        Err(engine::Error::TaskNotFound(_))
     ));
     let w = worker(&db);
     w.drain().await.unwrap();
     assert_eq!(task_status(&db, id).await.0, TaskStatus::Failed);
-    engine::skip_subtask(&db.pool, id, subs["f"].id)
+    engine::skip_subtask(&db.pool, id, SubtaskId(subs["f"].id))
         .await
         .unwrap();
     let f = &subtasks(&db, id).await["f"];
@@ -582,14 +583,16 @@ async fn subtask_retry_reruns_one_failed_subtask() {
     w.drain().await.unwrap();
     let f = subtasks(&db, id).await["f"].clone();
     assert_eq!(f.status, S::Failed);
-    let row = engine::retry_subtask(&db.pool, id, f.id).await.unwrap();
+    let row = engine::retry_subtask(&db.pool, id, SubtaskId(f.id))
+        .await
+        .unwrap();
     assert_eq!(
         (row.status, row.operation, row.run_time),
         (S::Ready, SOp::Retry, 2)
     );
     assert!(
         matches!(
-            engine::retry_subtask(&db.pool, id, f.id).await,
+            engine::retry_subtask(&db.pool, id, SubtaskId(f.id)).await,
             Err(engine::Error::Refused(_))
         ),
         "a READY subtask cannot be retried"
@@ -612,7 +615,7 @@ async fn cancel_reaches_the_running_worker_which_stops_the_action() {
     let subs = subtasks(&db, id).await;
     assert!(
         matches!(
-            engine::cancel_subtask(&db.pool, id, subs["after"].id).await,
+            engine::cancel_subtask(&db.pool, id, SubtaskId(subs["after"].id)).await,
             Err(engine::Error::Refused(_))
         ),
         "PENDING cannot be cancelled"
@@ -629,7 +632,9 @@ async fn cancel_reaches_the_running_worker_which_stops_the_action() {
         (s.status == S::Running).then_some(())
     })
     .await;
-    engine::cancel_subtask(&db.pool, id, hang_id).await.unwrap();
+    engine::cancel_subtask(&db.pool, id, SubtaskId(hang_id))
+        .await
+        .unwrap();
     let s = wait_for("the cancel to land", Duration::from_secs(10), || async {
         let s = store::subtask::get(&db.pool, hang_id)
             .await
@@ -643,7 +648,7 @@ async fn cancel_reaches_the_running_worker_which_stops_the_action() {
     assert_eq!(s.error.as_deref(), Some("subtask canceled"));
     assert_eq!(task_status(&db, id).await.0, TaskStatus::Failed);
     assert!(matches!(
-        engine::cancel_subtask(&db.pool, id, hang_id).await,
+        engine::cancel_subtask(&db.pool, id, SubtaskId(hang_id)).await,
         Err(engine::Error::Refused(_))
     ));
     shutdown.cancel();
