@@ -46,6 +46,10 @@ pub fn api_routes() -> Router<AppState> {
             get(views::task_detail).require(Permission::TaskRead),
         )
         .route(
+            "/console/api/server-operations",
+            get(views::server_operations).require(Permission::InventoryRead),
+        )
+        .route(
             "/console/api/latest-tasks",
             get(views::latest_tasks).require(Permission::TaskRead),
         )

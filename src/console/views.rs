@@ -1,7 +1,8 @@
 //! What the console shows beyond the REST API: a task with, for each
 //! subtask, its error, its runs, why it waits and which actions the state
-//! machine (`model::transitions`) and the user's roles allow; and the
-//! latest tasks of each server and host for the inventory.
+//! machine (`model::transitions`) and the user's roles allow; the latest
+//! tasks of each server and host; and which server operations each
+//! server's state admits (`operations::server`), for the inventory.
 
 use crate::auth::{Permission, Principal};
 use crate::http::envelope::{ser_opt_time, ser_time, Success};
@@ -309,6 +310,54 @@ pub async fn latest_tasks(State(state): State<AppState>) -> Result<Success<Vec<L
                 operation: t.operation,
                 target: t.target_key.unwrap_or_default(),
                 create_time: t.create_time,
+            })
+            .collect(),
+    ))
+}
+
+/// Which operations a server's state admits, without and with `force`.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ServerOperations {
+    pub server_id: i64,
+    pub cluster_id: i64,
+    pub restart: bool,
+    pub restart_force: bool,
+    pub start: bool,
+    pub stop: bool,
+    pub stop_force: bool,
+}
+
+/// `GET /console/api/server-operations`: for every server, the operations
+/// its state admits now (the operation itself checks again when asked).
+pub async fn server_operations(
+    State(state): State<AppState>,
+) -> Result<Success<Vec<ServerOperations>>> {
+    use crate::dag::templates::Template;
+    use crate::operations::ServerOperation;
+    let servers = store::inventory::all_servers(&state.pool).await?;
+    Ok(Success(
+        servers
+            .into_iter()
+            .map(|s| {
+                let ok = |template, force| {
+                    ServerOperation {
+                        template,
+                        force,
+                        cluster: s.cluster_id,
+                        server: s.id,
+                    }
+                    .accepts(s.status)
+                };
+                ServerOperations {
+                    server_id: s.id,
+                    cluster_id: s.cluster_id,
+                    restart: ok(Template::RestartObserver, false),
+                    restart_force: ok(Template::RestartObserver, true),
+                    start: ok(Template::StartObserver, false),
+                    stop: ok(Template::StopObserver, false),
+                    stop_force: ok(Template::StopObserver, true),
+                }
             })
             .collect(),
     ))

@@ -496,3 +496,9 @@ pub async fn target_keys(ex: impl PgExecutor<'_>) -> Result<Vec<String>> {
     .fetch_all(ex)
     .await?)
 }
+
+/// Every server, by cluster then id.
+pub async fn all_servers(ex: impl PgExecutor<'_>) -> Result<Vec<ServerRow>> {
+    let sql = format!("select {SERVER_COLUMNS} from ob_server order by cluster_id, id");
+    Ok(sqlx::query_as(&sql).fetch_all(ex).await?)
+}

@@ -504,6 +504,15 @@ async fn an_operator_filters_follows_a_task_and_retries_a_failure_in_the_browser
         w.hosts[0]
     ))
     .await;
+    // What the server's state does not admit is not offered.
+    b.wait_js(
+        "start is disabled for a RUNNING server, restart is not",
+        &format!(
+            "const b = (op) => document.getElementById(`server-{server}-${{op}}`); \
+             return b('start').disabled && !b('restart').disabled && !b('stop').disabled;"
+        ),
+    )
+    .await;
     b.screenshot("console-inventory").await;
     b.click(&format!("#server-{server}-restart")).await;
     b.confirm().await;
@@ -708,6 +717,14 @@ async fn the_console_detail_says_what_is_allowed_and_why_a_task_waits() {
         json!({"retry": false, "rollback": false})
     );
     assert_eq!(w.settled(id).await["status"], "SUCCESSFUL");
+
+    // What each server's state admits.
+    let ops = app.get("/console/api/server-operations").await;
+    assert_eq!(
+        ops.ok()[0],
+        json!({"serverId": w.servers[0], "clusterId": w.cluster, "restart": true,
+               "restartForce": true, "start": false, "stop": true, "stopForce": true})
+    );
 
     // The inventory's latest tasks.
     let latest = app.get("/console/api/latest-tasks").await;

@@ -23,6 +23,7 @@ export function renderInventory(root, ctx) {
   let clusters = null;
   let hosts = null;
   let latest = new Map();
+  let allowed = new Map();
 
   const latestCell = (key) => {
     const list = latest.get(key) || [];
@@ -43,19 +44,42 @@ export function renderInventory(root, ctx) {
     }
   }
 
+  // Force checkboxes survive the refreshes that redraw the table.
+  const forced = new Set();
+
   function serverButtons(c, srv) {
     if (!ctx.canOperate(c.id)) return '';
-    const force = h('input', { type: 'checkbox', id: `force-${srv.id}` });
-    return h('div', { class: 'ops' },
-      SERVER_OPS.map(([op, label, forceable]) => h('button', {
+    const admits = allowed.get(srv.id);
+    const force = h('input', { type: 'checkbox', id: `force-${srv.id}`, checked: forced.has(srv.id) });
+    const buttons = SERVER_OPS.map(([op, label, forceable]) => {
+      const b = h('button', {
         type: 'button', id: `server-${srv.id}-${op}`, class: op === 'start' ? '' : 'danger',
+        'data-op': op,
         onclick: () => {
           const f = forceable && force.checked;
           operate(`${label} server ${srv.ip}`,
             `${label} server ${srv.ip}:${srv.sqlPort} in ${srv.zoneName} of ${c.name}${f ? ' (force)' : ''}?`,
             `/api/v2/ob/clusters/${c.id}/servers/${srv.id}/${op}${forceable ? query({ force: f }) : ''}`);
         },
-      }, label)),
+      }, label);
+      return [b, forceable];
+    });
+    // Only what the server's state admits (with force or not) is enabled;
+    // the operation checks again when asked.
+    const refresh = () => {
+      for (const [b, forceable] of buttons) {
+        const op = b.dataset.op;
+        const ok = !admits || (forceable && force.checked ? admits[`${op}Force`] : admits[op]);
+        b.disabled = !ok;
+        b.title = ok ? '' : `The server is ${srv.status}: ${op}${force.checked && forceable ? ' (force)' : ''} is not admitted now`;
+      }
+    };
+    force.addEventListener('change', () => {
+      if (force.checked) forced.add(srv.id); else forced.delete(srv.id);
+      refresh();
+    });
+    refresh();
+    return h('div', { class: 'ops' }, buttons.map(([b]) => b),
       h('label', { class: 'check', for: `force-${srv.id}` }, force, ' force'));
   }
 
@@ -117,8 +141,15 @@ export function renderInventory(root, ctx) {
     } catch (e) { notice(`Latest tasks: ${e.message}`, true); }
   };
 
-  // The first load runs the three reads together; afterwards the poller
+  const loadAllowed = async () => {
+    try {
+      allowed = new Map((await get('/console/api/server-operations')).map((a) => [a.serverId, a]));
+      renderClusters();
+    } catch (e) { notice(`Server operations: ${e.message}`, true); }
+  };
+
+  // The first load runs the reads together; afterwards the poller
   // refreshes one of them a second.
-  loadClusters(); loadHosts(); loadLatest();
-  ctx.poller.add(loadClusters).add(loadHosts).add(loadLatest);
+  loadAllowed().then(loadClusters); loadHosts(); loadLatest();
+  ctx.poller.add(loadClusters).add(loadAllowed).add(loadHosts).add(loadLatest);
 }
