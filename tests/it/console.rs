@@ -351,6 +351,25 @@ async fn sessions_are_cookies_with_csrf_tokens_and_end_when_they_must() {
     .assert_error(401, "UNAUTHORIZED");
 }
 
+/// Controls of the page a keyboard or screen-reader user could not name:
+/// inputs and selects without a label, buttons and links without text or
+/// `aria-label`, DAG nodes without a label or not focusable.
+async fn unlabelled(b: &Browser) -> Value {
+    b.js(r#"
+        const named = (e) => (e.getAttribute('aria-label') || e.textContent || '').trim() !== '';
+        const bad = [];
+        for (const e of document.querySelectorAll('main input, main select')) {
+            if (!(e.labels && e.labels.length) && !e.getAttribute('aria-label')) bad.push(e.outerHTML);
+        }
+        for (const e of document.querySelectorAll('main button, main a')) if (!named(e)) bad.push(e.outerHTML);
+        for (const e of document.querySelectorAll('#dag .node')) {
+            if (!e.getAttribute('aria-label') || e.getAttribute('tabindex') !== '0') bad.push(e.outerHTML);
+        }
+        return bad;
+    "#)
+    .await
+}
+
 /// The ids of the task rows the list shows.
 async fn listed(b: &Browser) -> Vec<i64> {
     let v = b
@@ -456,6 +475,11 @@ async fn an_operator_filters_follows_a_task_and_retries_a_failure_in_the_browser
     // The list shows both, newest first, as the API does.
     wait_listed(&b, &[restart, agent_task]).await;
     b.screenshot("console-tasks").await;
+    assert_eq!(
+        unlabelled(&b).await,
+        json!([]),
+        "the list's controls are labelled"
+    );
     // Filter by status, then by host.
     b.click("#f-status-RUNNING").await;
     b.click("#apply-filters").await;
@@ -514,6 +538,11 @@ async fn an_operator_filters_follows_a_task_and_retries_a_failure_in_the_browser
     )
     .await;
     b.screenshot("console-inventory").await;
+    assert_eq!(
+        unlabelled(&b).await,
+        json!([]),
+        "the inventory's controls are labelled"
+    );
     b.click(&format!("#server-{server}-restart")).await;
     b.confirm().await;
     let failing = task_in_location(&b, restart).await;
@@ -540,6 +569,11 @@ async fn an_operator_filters_follows_a_task_and_retries_a_failure_in_the_browser
     })
     .await;
     b.screenshot("console-task").await;
+    assert_eq!(
+        unlabelled(&b).await,
+        json!([]),
+        "the task's controls are labelled"
+    );
 
     // Retry it from the console: it runs again and succeeds.
     w.clients[0].clear_faults().await.unwrap();
