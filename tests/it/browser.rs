@@ -179,10 +179,26 @@ impl Browser {
             .unwrap_or_else(|e| panic!("cannot click {css:?}: {e}"));
     }
 
+    /// Types into `css`, finding it again if the page redrew it meanwhile.
     pub async fn fill(&self, css: &str, text: &str) {
-        let e = self.wait(css).await;
-        e.clear().await.expect("clear");
-        e.send_keys(text).await.expect("type");
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let e = self.wait(css).await;
+            match e.clear().await {
+                Ok(()) => match e.send_keys(text).await {
+                    Ok(()) => return,
+                    Err(err) if tokio::time::Instant::now() >= deadline => {
+                        panic!("cannot type into {css:?}: {err}")
+                    }
+                    Err(_) => {}
+                },
+                Err(err) if tokio::time::Instant::now() >= deadline => {
+                    panic!("cannot clear {css:?}: {err}")
+                }
+                Err(_) => {}
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// How many elements match `css` now.

@@ -370,6 +370,10 @@ async fn unlabelled(b: &Browser) -> Value {
     .await
 }
 
+fn urlencode(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
 /// The ids of the task rows the list shows.
 async fn listed(b: &Browser) -> Vec<i64> {
     let v = b
@@ -486,6 +490,7 @@ async fn an_operator_filters_follows_a_task_and_retries_a_failure_in_the_browser
     assert_eq!(api_ids(app, "status=RUNNING").await, vec![restart]);
     wait_listed(&b, &[restart]).await;
     b.click("#clear-filters").await;
+    wait_listed(&b, &[restart, agent_task]).await;
     b.fill("#f-host", &w.hosts[0].to_string()).await;
     b.click("#apply-filters").await;
     assert_eq!(
@@ -493,6 +498,25 @@ async fn an_operator_filters_follows_a_task_and_retries_a_failure_in_the_browser
         vec![agent_task]
     );
     wait_listed(&b, &[agent_task]).await;
+    // The time range: created from a minute ahead matches nothing, from a
+    // minute ago both; the form shows the range it filters by.
+    for (offset, want) in [(60, vec![]), (-60, vec![restart, agent_task])] {
+        let from = (chrono::Utc::now() + chrono::Duration::seconds(offset)).to_rfc3339();
+        let q = format!("createTimeFrom={}", urlencode(&from));
+        assert_eq!(api_ids(app, &q).await, want);
+        b.goto(&format!("{}/console#/tasks?{q}", app.base)).await;
+        wait_listed(&b, &want).await;
+        let shown = b
+            .wait("#f-createTimeFrom")
+            .await
+            .prop("value")
+            .await
+            .unwrap();
+        assert!(
+            shown.is_some_and(|v| !v.is_empty()),
+            "the range is in the form"
+        );
+    }
 
     // Open the running task: its DAG is the API's, drawn by rank.
     b.goto(&format!("{}/console#/tasks/{restart}", app.base))

@@ -127,7 +127,8 @@ export function renderTasks(root, ctx, params) {
     const { contents, page: info } = data;
     summary.textContent = info.totalElements === 0
       ? 'No task matches these filters.'
-      : `${info.totalElements} tasks; page ${info.number} of ${info.totalPages}.`;
+      : `${info.totalElementsEstimated ? 'about ' : ''}${info.totalElements} tasks; ` +
+        `page ${info.number} of ${info.totalElementsEstimated ? 'about ' : ''}${info.totalPages}.`;
     body.replaceChildren(...contents.map((t) => h('tr', { 'data-task-id': t.id },
       h('td', {}, h('a', { href: `#/tasks/${t.id}` }, t.id)),
       h('td', {}, h('a', { href: `#/tasks/${t.id}` }, t.name)),
