@@ -5,6 +5,7 @@
 
 use crate::dag::{templates::Template, DagSpec, NodeSpec};
 use crate::model::{Context, TaskType};
+use crate::store::bench as bench_sql;
 use crate::store::task::NewTask;
 use crate::{db, engine};
 use clap::Args;
@@ -195,18 +196,10 @@ impl Workers {
     }
 }
 
-async fn running_tasks(pool: &PgPool) -> anyhow::Result<i64> {
-    Ok(
-        sqlx::query_scalar("select count(*) from task_instance where status = 'RUNNING'")
-            .fetch_one(pool)
-            .await?,
-    )
-}
-
 async fn wait_all_done(pool: &PgPool, limit: Duration) -> anyhow::Result<()> {
     let end = Instant::now() + limit;
     loop {
-        if running_tasks(pool).await? == 0 {
+        if bench_sql::running_tasks(pool).await? == 0 {
             return Ok(());
         }
         if Instant::now() > end {
@@ -219,49 +212,15 @@ async fn wait_all_done(pool: &PgPool, limit: Duration) -> anyhow::Result<()> {
 /// Subtasks per second measured from the database's own timestamps: first
 /// claim to last finish, over runs started after `since_id`.
 async fn measured_rate(pool: &PgPool, since_id: i64) -> anyhow::Result<(i64, f64)> {
-    let (n, secs): (i64, Option<f64>) = sqlx::query_as(
-        "select count(*), extract(epoch from max(finish_time) - min(start_time))::float8 \
-         from subtask_instance where id > $1 and status = 'SUCCESSFUL'",
-    )
-    .bind(since_id)
-    .fetch_one(pool)
-    .await?;
+    let (n, secs) = bench_sql::succeeded_since(pool, since_id).await?;
     let secs = secs.unwrap_or(0.0).max(1e-6);
     Ok((n, n as f64 / secs))
-}
-
-/// Transactions committed in this database so far (PostgreSQL's counter).
-async fn commits(pool: &PgPool) -> anyhow::Result<i64> {
-    Ok(sqlx::query_scalar(
-        "select xact_commit from pg_stat_database where datname = current_database()",
-    )
-    .fetch_one(pool)
-    .await?)
-}
-
-async fn max_subtask_id(pool: &PgPool) -> anyhow::Result<i64> {
-    Ok(
-        sqlx::query_scalar("select coalesce(max(id), 0) from subtask_instance")
-            .fetch_one(pool)
-            .await?,
-    )
 }
 
 /// Handoff latency (READY → RUNNING) percentiles in ms over the first runs
 /// of root subtasks, which always wait READY for a claim.
 async fn handoff_ms(pool: &PgPool, since_id: i64) -> anyhow::Result<(f64, f64)> {
-    let (p50, p99): (Option<f64>, Option<f64>) = sqlx::query_as(
-        "select percentile_cont(0.5) within group (order by d), \
-                percentile_cont(0.99) within group (order by d) \
-         from (select extract(epoch from s.start_time - s.run_after) * 1000 as d \
-               from subtask_instance s \
-               where s.id > $1 and s.run_time = 1 and s.start_time is not null \
-                 and s.run_after is not null \
-                 and not exists (select 1 from subtask_edge e where e.downstream_id = s.id)) x",
-    )
-    .bind(since_id)
-    .fetch_one(pool)
-    .await?;
+    let (p50, p99) = bench_sql::root_handoff_ms(pool, since_id).await?;
     Ok((round2(p50.unwrap_or(0.0)), round2(p99.unwrap_or(0.0))))
 }
 
@@ -269,19 +228,7 @@ async fn handoff_ms(pool: &PgPool, since_id: i64) -> anyhow::Result<(f64, f64)> 
 /// downstream subtask's start (the finishing worker usually starts it in
 /// the same transaction; otherwise it waits READY for a claim).
 async fn step_gap_ms(pool: &PgPool, since_id: i64) -> anyhow::Result<(f64, f64)> {
-    let (p50, p99): (Option<f64>, Option<f64>) = sqlx::query_as(
-        "select percentile_cont(0.5) within group (order by d), \
-                percentile_cont(0.99) within group (order by d) \
-         from (select extract(epoch from s.start_time - max(u.finish_time)) * 1000 as d \
-               from subtask_instance s \
-               join subtask_edge e on e.downstream_id = s.id \
-               join subtask_instance u on u.id = e.upstream_id \
-               where s.id > $1 and s.run_time = 1 and s.start_time is not null \
-               group by s.id, s.start_time) x",
-    )
-    .bind(since_id)
-    .fetch_one(pool)
-    .await?;
+    let (p50, p99) = bench_sql::step_gap_ms(pool, since_id).await?;
     Ok((round2(p50.unwrap_or(0.0)), round2(p99.unwrap_or(0.0))))
 }
 
@@ -300,10 +247,7 @@ async fn one_restart_ms(pool: &PgPool) -> anyhow::Result<f64> {
         .await?
         .id();
     loop {
-        let status: String = sqlx::query_scalar("select status from task_instance where id = $1")
-            .bind(id.0)
-            .fetch_one(pool)
-            .await?;
+        let status = bench_sql::task_status(pool, id).await?;
         if status != "RUNNING" {
             return Ok(round2(start.elapsed().as_secs_f64() * 1000.0));
         }
@@ -324,34 +268,10 @@ async fn fill_history(pool: &PgPool, n: i64) -> anyhow::Result<()> {
     let mut done = 0;
     while done < n {
         let k = chunk.min(n - done);
-        sqlx::query(
-            "with t as ( \
-                 insert into task_instance (name, status, operation, creator, context, trace_id, \
-                     finish_time) \
-                 select 'history', 'SUCCESSFUL', 'EXECUTE', 'bench', '{}'::jsonb, 'history', now() \
-                 from generate_series(1, ($1::bigint + 9) / 10) \
-                 returning id \
-             ), n as (select id, row_number() over () as r from t), \
-             s as ( \
-                 insert into subtask_instance (task_id, series_id, name, description, \
-                     class_name, status, operation, timeout_s, pending_upstreams, context, \
-                     start_time, finish_time, run_after) \
-                 select n.id, s, 'history', 'history', 'test.noop', 'SUCCESSFUL', 'EXECUTE', \
-                     60, 0, '{}'::jsonb, now(), now(), now() \
-                 from n, generate_series(0, 9) s \
-                 where (n.r - 1) * 10 + s < $1 \
-                 returning id, task_id, series_id \
-             ) \
-             insert into subtask_edge (upstream_id, downstream_id) \
-             select a.id, b.id from s a \
-             join s b on b.task_id = a.task_id and b.series_id = a.series_id + 1",
-        )
-        .bind(k)
-        .execute(pool)
-        .await?;
+        bench_sql::insert_history(pool, k).await?;
         done += k;
     }
-    sqlx::query("analyze").execute(pool).await?;
+    bench_sql::analyze(pool).await?;
     Ok(())
 }
 
@@ -481,12 +401,7 @@ async fn run_pgbench(args: &BenchArgs, admin: &PgPool) -> anyhow::Result<Option<
         return Ok(None);
     }
     let name = format!("taskd_pgbench_{}", std::process::id());
-    sqlx::query(&format!("drop database if exists {name}"))
-        .execute(admin)
-        .await?;
-    sqlx::query(&format!("create database {name}"))
-        .execute(admin)
-        .await?;
+    bench_sql::recreate_database(admin, &name).await?;
     let url = db_url(&args.database_url, &name);
     let init = Command::new("pgbench")
         .args(["-i", "-q", "-s", "1", &url])
@@ -515,9 +430,7 @@ async fn run_pgbench(args: &BenchArgs, admin: &PgPool) -> anyhow::Result<Option<
         .find(|l| l.starts_with("tps = "))
         .and_then(|l| l.split_whitespace().nth(2))
         .and_then(|v| v.parse::<f64>().ok());
-    sqlx::query(&format!("drop database if exists {name} with (force)"))
-        .execute(admin)
-        .await?;
+    bench_sql::drop_database(admin, &name, true).await?;
     emit(
         json!({"scenario": "pgbench", "mode": "-N -c 8 -j 2", "seconds": args.pgbench_seconds, "tps": tps.map(round2)}),
     );
@@ -536,12 +449,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let scenarios: Vec<&str> = args.scenarios.split(',').map(str::trim).collect();
     let admin = db::connect(&args.database_url, 2).await?;
     let name = format!("taskd_bench_{}", std::process::id());
-    sqlx::query(&format!("drop database if exists {name}"))
-        .execute(&admin)
-        .await?;
-    sqlx::query(&format!("create database {name}"))
-        .execute(&admin)
-        .await?;
+    bench_sql::recreate_database(&admin, &name).await?;
     let url = db_url(&args.database_url, &name);
     db::migrate(&url).await?;
     let pool = db::connect(&url, 16).await?;
@@ -562,12 +470,12 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let mut flat_submit_rate = None;
     let mut dag_rate = None;
     if scenarios.contains(&"flat") {
-        let since = max_subtask_id(&pool).await?;
+        let since = bench_sql::max_subtask_id(&pool).await?;
         let submit_rate = submit_many(&pool, args.tasks, &flat_nodes(), 8).await?;
-        let c0 = commits(&pool).await?;
+        let c0 = bench_sql::commits(&pool).await?;
         let workers = Workers::start(&args, &url).await?;
         wait_all_done(&pool, Duration::from_secs(600)).await?;
-        let c1 = commits(&pool).await?;
+        let c1 = bench_sql::commits(&pool).await?;
         let rss = workers.peak_rss_mib();
         workers.stop().await;
         let (n, rate) = measured_rate(&pool, since).await?;
@@ -581,12 +489,12 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         }));
     }
     if scenarios.contains(&"dag") {
-        let since = max_subtask_id(&pool).await?;
+        let since = bench_sql::max_subtask_id(&pool).await?;
         let submit_rate = submit_many(&pool, args.dag_tasks, &dag_nodes(), 8).await?;
-        let c0 = commits(&pool).await?;
+        let c0 = bench_sql::commits(&pool).await?;
         let workers = Workers::start(&args, &url).await?;
         wait_all_done(&pool, Duration::from_secs(600)).await?;
-        let c1 = commits(&pool).await?;
+        let c1 = bench_sql::commits(&pool).await?;
         let rss = workers.peak_rss_mib();
         workers.stop().await;
         let (n, rate) = measured_rate(&pool, since).await?;
@@ -602,7 +510,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         let workers = Workers::start(&args, &url).await?;
         // Let the workers register and LISTEN.
         tokio::time::sleep(Duration::from_millis(500)).await;
-        let since = max_subtask_id(&pool).await?;
+        let since = bench_sql::max_subtask_id(&pool).await?;
         let mut idle = Vec::new();
         for _ in 0..5 {
             idle.push(one_restart_ms(&pool).await?);
@@ -622,7 +530,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         wait_all_done(&pool, Duration::from_secs(120)).await?;
         let peak = burst as f64 / t0.elapsed().as_secs_f64();
         let rate = (peak / 2.0).max(1.0);
-        let since = max_subtask_id(&pool).await?;
+        let since = bench_sql::max_subtask_id(&pool).await?;
         let load_pool = pool.clone();
         let secs = args.latency_seconds;
         let load = tokio::spawn(async move {
@@ -676,9 +584,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
     pool.close().await;
     if !args.keep {
-        sqlx::query(&format!("drop database if exists {name} with (force)"))
-            .execute(&admin)
-            .await?;
+        bench_sql::drop_database(&admin, &name, true).await?;
     }
     Ok(())
 }

@@ -126,13 +126,7 @@ async fn inventory(pool: &PgPool, port: u16) -> anyhow::Result<(i64, Vec<(i64, b
         let url = format!("http://{}", SocketAddr::new(host_ip(i), port));
         let id = match inventory::find_host_by_name(&mut *tx, &name).await? {
             Some(h) => {
-                sqlx::query(
-                    "update host set agent_url = $2, agent_status = 'ONLINE' where id = $1",
-                )
-                .bind(h.id)
-                .bind(&url)
-                .execute(&mut *tx)
-                .await?;
+                inventory::set_host_agent_online(&mut *tx, h.id, &url).await?;
                 h.id
             }
             None => {

@@ -8,35 +8,41 @@
 //!
 //! Module map:
 //! - [`app`]: the composition root: how a process is assembled and stopped.
-//! - [`bench`]: `taskd bench`, throughput and latency figures.
+//! - `bench`: `taskd bench`, throughput and latency figures.
 //! - [`cli`]: subcommands and what each runs.
 //! - [`config`]: settings from flags and environment.
 //! - [`console`]: the operator console in the browser, its sessions and assets.
-//! - [`demo`]: `taskd demo`, agents and a demo inventory in one command.
+//! - `demo`: `taskd demo`, agents and a demo inventory in one command.
 //! - [`db`]: connection pool and advisory-locked migrations.
 //! - [`metrics`]: Prometheus metrics of the process.
-//! - [`model`]: ids, statuses, the context and the state machine (pure).
+//! - [`model`]: ids, statuses, the context, OCP's context keys and the state
+//!   machine (pure).
 //! - [`dag`]: DAG specs, validation, parallel split, the four templates (pure).
-//! - [`store`]: all SQL, one file per aggregate; callers own transactions.
+//! - [`store`]: all SQL, one file per aggregate (and the bench's figures);
+//!   callers own transactions.
 //! - [`engine`]: submit, worker loop, finisher, sweeper, user actions.
 //! - [`operations`]: OCP's operations: guards, contexts, idempotent replay.
 //! - [`actions`]: the action registry and its actions.
 //! - [`agent`]: the host agent protocol, its client and the reference agent.
 //! - [`auth`]: users, roles and permissions, HTTP Basic authentication.
-//! - [`http`]: the REST API (operations, task management, inventory), OCP's
-//!   envelope, errors, OpenAPI document and health probes.
+//! - [`http`]: the REST API (operations, task management, inventory): it
+//!   parses, authorises and answers; OCP's wire types, envelope, errors,
+//!   the OpenAPI document (one declaration per route) and health probes.
+//!
+//! Where to look: a process is assembled in [`app`]; an OCP rule lives in
+//! [`operations`]; a run is finished in `engine::finish`.
 
 pub mod actions;
 pub mod agent;
 pub mod app;
 pub mod auth;
-pub mod bench;
+mod bench;
 pub mod cli;
 pub mod config;
 pub mod console;
 pub mod dag;
 pub mod db;
-pub mod demo;
+mod demo;
 pub mod engine;
 pub mod http;
 pub mod metrics;

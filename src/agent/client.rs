@@ -232,19 +232,6 @@ impl AgentClient {
         wait_until(&what, || self.observer_status(), pred, deadline, cancel).await
     }
 
-    /// Polls the agent's status until `pred` holds, `cancel` fires or
-    /// `deadline` passes (see [`wait_until`]).
-    pub async fn wait_status(
-        &self,
-        what: &str,
-        pred: impl FnMut(&AgentStatus) -> bool,
-        deadline: Instant,
-        cancel: &CancellationToken,
-    ) -> Result<AgentStatus> {
-        let what = format!("{what} at {}", self.base);
-        wait_until(&what, || self.status(), pred, deadline, cancel).await
-    }
-
     fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }

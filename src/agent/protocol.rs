@@ -87,12 +87,6 @@ impl Operation {
         }
     }
 
-    /// Whether the operation changes the host (and so needs an idempotency
-    /// key); the two status reads do not.
-    pub fn is_mutating(self) -> bool {
-        !matches!(self, Operation::AgentStatus | Operation::ObserverStatus)
-    }
-
     /// The path the operation is served on (GET for reads, POST otherwise).
     pub fn path(self) -> &'static str {
         match self {

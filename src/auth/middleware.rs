@@ -69,6 +69,18 @@ where
     }
 }
 
+/// A route and its OpenAPI document (utoipa-axum's `routes!`), guarded the
+/// same way.
+impl<S> RequireExt for utoipa_axum::router::UtoipaMethodRouter<S>
+where
+    S: Clone + Send + Sync + 'static,
+{
+    fn require(self, permission: Permission) -> Self {
+        let (schemas, paths, router) = self;
+        (schemas, paths, router.require(permission))
+    }
+}
+
 /// The cluster a request is about: its `{id}` path parameter.
 async fn cluster_of(parts: &mut Parts) -> Option<i64> {
     let params = RawPathParams::from_request_parts(parts, &()).await.ok()?;

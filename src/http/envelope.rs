@@ -3,7 +3,8 @@
 //! layer) answered into `{data | error, successful, timestamp, duration,
 //! status, traceId, server}`.
 
-use super::error::{ErrorBody, SubError};
+use super::wire::{payload_response, ErrorBody, Payload, SubError};
+pub use super::wire::{EmptyEnvelope, Envelope, ErrorEnvelope, PageInfo, Paged};
 use super::AppState;
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -14,7 +15,6 @@ use chrono::{DateTime, Local, SecondsFormat, Utc};
 use serde::Serialize;
 use std::time::Instant;
 use tracing::Instrument;
-use utoipa::ToSchema;
 
 /// The request and response header carrying the trace id.
 pub const TRACE_HEADER: &str = "x-trace-id";
@@ -28,13 +28,6 @@ pub const TRACE_ID_MAX: usize = 64;
 pub struct RequestCtx {
     pub trace_id: String,
     pub started: Instant,
-}
-
-/// What a handler produced; the middleware turns it into the envelope.
-#[derive(Debug, Clone)]
-pub(crate) enum Payload {
-    Data(Option<serde_json::Value>),
-    Error(ErrorBody),
 }
 
 /// A successful answer carrying `data`.
@@ -58,107 +51,6 @@ pub struct NoData;
 impl IntoResponse for NoData {
     fn into_response(self) -> Response {
         payload_response(StatusCode::OK, Payload::Data(None))
-    }
-}
-
-pub(crate) fn payload_response(status: StatusCode, payload: Payload) -> Response {
-    let mut resp = status.into_response();
-    resp.extensions_mut().insert(payload);
-    resp
-}
-
-/// The envelope around every answer. `data` is present on success (unless
-/// the operation returns nothing), `error` on failure.
-#[derive(Debug, Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct Envelope<T> {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub data: Option<T>,
-    /// True when the request succeeded.
-    pub successful: bool,
-    /// When the server finished the request (RFC 3339, milliseconds, offset).
-    #[schema(value_type = String, format = DateTime)]
-    pub timestamp: String,
-    /// Time the server took, in milliseconds.
-    pub duration: u64,
-    /// The HTTP status code.
-    pub status: u16,
-    /// Trace id of the request, for finding it in the logs.
-    pub trace_id: String,
-    /// Address of the server that answered.
-    pub server: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<ErrorBody>,
-}
-
-/// The envelope of a failed request (documentation shape of [`Envelope`]).
-#[derive(Debug, Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct ErrorEnvelope {
-    /// Always false.
-    pub successful: bool,
-    #[schema(value_type = String, format = DateTime)]
-    pub timestamp: String,
-    pub duration: u64,
-    pub status: u16,
-    pub trace_id: String,
-    pub server: String,
-    pub error: ErrorBody,
-}
-
-/// The envelope of a successful request that returns no data.
-#[derive(Debug, Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct EmptyEnvelope {
-    /// Always true.
-    pub successful: bool,
-    #[schema(value_type = String, format = DateTime)]
-    pub timestamp: String,
-    pub duration: u64,
-    pub status: u16,
-    pub trace_id: String,
-    pub server: String,
-}
-
-/// One page of a list.
-#[derive(Debug, Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct Paged<T> {
-    pub contents: Vec<T>,
-    pub page: PageInfo,
-}
-
-/// Where a page sits in the whole list.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct PageInfo {
-    /// Items in the whole list.
-    pub total_elements: i64,
-    /// Pages of `size` items in the whole list.
-    pub total_pages: i64,
-    /// This page's number, starting at 1.
-    pub number: i64,
-    /// Items per page asked for.
-    pub size: i64,
-}
-
-impl<T> Paged<T> {
-    /// A page (1-based `number`) of a list of `total` items.
-    pub fn new(contents: Vec<T>, total: i64, number: i64, size: i64) -> Self {
-        let total_pages = if size > 0 {
-            (total + size - 1) / size
-        } else {
-            0
-        };
-        Paged {
-            contents,
-            page: PageInfo {
-                total_elements: total,
-                total_pages,
-                number,
-                size,
-            },
-        }
     }
 }
 

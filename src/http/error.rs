@@ -3,7 +3,8 @@
 //! failures to OCP-style codes; 5xx details are logged with the trace id,
 //! never returned.
 
-use super::envelope::{payload_response, Payload};
+pub use super::wire::{code, code_for_status, ErrorBody, SubError};
+use super::wire::{payload_response, Payload};
 use crate::auth;
 use crate::engine;
 use crate::model::transitions::Refusal;
@@ -11,37 +12,6 @@ use crate::operations;
 use crate::store;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
-
-/// `error` of a failed request.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct ErrorBody {
-    /// Machine-readable code, e.g. `TASK_STATE_INVALID`, `ILLEGAL_ARGUMENT`.
-    pub code: String,
-    /// What went wrong, for people.
-    pub message: String,
-    /// The request field, parameter or header at fault, when there is one.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub target: Option<String>,
-    /// One entry per invalid field.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub sub_errors: Vec<SubError>,
-}
-
-/// One invalid field of a request.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct SubError {
-    /// What holds the field: `body`, `query`, `path` or `header`.
-    pub object: String,
-    /// The field, e.g. `size` or `zones[0].servers[1].sqlPort`.
-    pub field: String,
-    /// The value refused (null when missing or unreadable).
-    pub rejected_value: serde_json::Value,
-    pub message: String,
-}
 
 /// A refusal the caller can act on: a status, a code and a message.
 #[derive(Debug, Clone, PartialEq)]
@@ -112,54 +82,6 @@ impl From<operations::Error> for Error {
 impl From<sqlx::Error> for Error {
     fn from(e: sqlx::Error) -> Self {
         Error::Store(e.into())
-    }
-}
-
-/// Codes, in one place.
-pub mod code {
-    pub const ILLEGAL_ARGUMENT: &str = "ILLEGAL_ARGUMENT";
-    pub const MALFORMED_JSON: &str = "MALFORMED_JSON";
-    pub const NOT_FOUND: &str = "NOT_FOUND";
-    pub const METHOD_NOT_ALLOWED: &str = "METHOD_NOT_ALLOWED";
-    pub const PAYLOAD_TOO_LARGE: &str = "PAYLOAD_TOO_LARGE";
-    pub const UNSUPPORTED_MEDIA_TYPE: &str = "UNSUPPORTED_MEDIA_TYPE";
-    pub const CONFLICT: &str = "CONFLICT";
-    pub const INTERNAL_ERROR: &str = "INTERNAL_ERROR";
-    pub const SERVICE_UNAVAILABLE: &str = "SERVICE_UNAVAILABLE";
-    pub const TASK_NOT_FOUND: &str = "TASK_NOT_FOUND";
-    pub const SUBTASK_NOT_FOUND: &str = "SUBTASK_NOT_FOUND";
-    pub const TASK_STATE_INVALID: &str = "TASK_STATE_INVALID";
-    pub const TASK_PROHIBIT_ROLLBACK: &str = "TASK_PROHIBIT_ROLLBACK";
-    pub const SUBTASK_STATE_INVALID: &str = "SUBTASK_STATE_INVALID";
-    pub const SUBTASK_CANNOT_SKIP: &str = "SUBTASK_CANNOT_SKIP";
-    pub const TARGET_BUSY: &str = "TARGET_BUSY";
-    pub const IDEMPOTENCY_KEY_REUSED: &str = "IDEMPOTENCY_KEY_REUSED";
-    pub const CLUSTER_NOT_FOUND: &str = "CLUSTER_NOT_FOUND";
-    pub const SERVER_NOT_FOUND: &str = "SERVER_NOT_FOUND";
-    pub const HOST_NOT_FOUND: &str = "HOST_NOT_FOUND";
-    pub const SERVER_STATE_INVALID: &str = "SERVER_STATE_INVALID";
-    pub const AGENT_STATE_INVALID: &str = "AGENT_STATE_INVALID";
-    pub const DUPLICATE: &str = "DUPLICATE";
-    pub const UNAUTHORIZED: &str = "UNAUTHORIZED";
-    pub const FORBIDDEN: &str = "FORBIDDEN";
-    pub const TOO_MANY_REQUESTS: &str = "TOO_MANY_REQUESTS";
-    pub const USER_NOT_FOUND: &str = "USER_NOT_FOUND";
-}
-
-/// The code of an error response that carries none of its own.
-pub fn code_for_status(status: StatusCode) -> &'static str {
-    match status {
-        StatusCode::NOT_FOUND => code::NOT_FOUND,
-        StatusCode::UNAUTHORIZED => code::UNAUTHORIZED,
-        StatusCode::FORBIDDEN => code::FORBIDDEN,
-        StatusCode::TOO_MANY_REQUESTS => code::TOO_MANY_REQUESTS,
-        StatusCode::METHOD_NOT_ALLOWED => code::METHOD_NOT_ALLOWED,
-        StatusCode::PAYLOAD_TOO_LARGE => code::PAYLOAD_TOO_LARGE,
-        StatusCode::UNSUPPORTED_MEDIA_TYPE => code::UNSUPPORTED_MEDIA_TYPE,
-        StatusCode::CONFLICT => code::CONFLICT,
-        StatusCode::SERVICE_UNAVAILABLE => code::SERVICE_UNAVAILABLE,
-        s if s.is_server_error() => code::INTERNAL_ERROR,
-        _ => code::ILLEGAL_ARGUMENT,
     }
 }
 
@@ -423,6 +345,15 @@ mod tests {
         let e = Error::from(engine::Error::TargetBusy("server:1".into()));
         assert_eq!(e.status(), StatusCode::CONFLICT);
         assert_eq!(e.body().code, code::TARGET_BUSY);
+    }
+
+    #[tokio::test]
+    async fn a_lost_run_is_a_server_fault_not_a_404() {
+        let joined = tokio::spawn(async { panic!("the run panicked") }).await;
+        let lost = joined.expect_err("the task panicked");
+        let e = Error::from(engine::Error::RunLost(lost));
+        assert_eq!(e.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(e.body().code, code::INTERNAL_ERROR);
     }
 
     #[test]

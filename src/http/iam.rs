@@ -11,32 +11,19 @@ use super::tasks::page_params;
 use super::AppState;
 use crate::auth::{self, NewUser, Permission, RequireExt, Role, RoleGrant, User};
 use axum::extract::State;
-use axum::routing::{get, put};
-use axum::Router;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::{router::OpenApiRouter, routes};
 
-pub(crate) fn routes() -> Router<AppState> {
+pub(crate) fn routes() -> OpenApiRouter<AppState> {
     let admin = Permission::UserManage;
-    Router::new()
-        .route(
-            "/api/v2/iam/users",
-            get(list_users).post(create_user).require(admin),
-        )
-        .route(
-            "/api/v2/iam/users/{id}",
-            get(get_user).delete(delete_user).require(admin),
-        )
-        .route(
-            "/api/v2/iam/users/{id}/roles",
-            put(set_roles).require(admin),
-        )
-        .route(
-            "/api/v2/iam/users/{id}/password",
-            put(set_password).require(admin),
-        )
-        .route("/api/v2/iam/roles", get(list_roles).require(admin))
+    OpenApiRouter::new()
+        .routes(routes!(list_users, create_user).require(admin))
+        .routes(routes!(get_user, delete_user).require(admin))
+        .routes(routes!(set_roles).require(admin))
+        .routes(routes!(set_password).require(admin))
+        .routes(routes!(list_roles).require(admin))
 }
 
 // ---------------------------------------------------------------- bodies

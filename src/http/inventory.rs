@@ -15,33 +15,29 @@ use crate::store::inventory::{
 };
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::{get, post};
-use axum::Router;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 /// Longest name of a host, cluster or zone.
 pub const NAME_MAX: usize = 128;
 
 /// Reads are open to every authenticated user; writes need ADMIN.
-pub(crate) fn routes() -> Router<AppState> {
+pub(crate) fn routes() -> OpenApiRouter<AppState> {
     let read = Permission::InventoryRead;
     let write = Permission::InventoryWrite;
-    Router::new()
-        .route("/api/v2/compute/hosts", get(list_hosts).require(read))
-        .route("/api/v2/compute/hosts", post(create_host).require(write))
-        .route("/api/v2/compute/hosts/{id}", get(get_host).require(read))
-        .route("/api/v2/ob/clusters", get(list_clusters).require(read))
-        .route("/api/v2/ob/clusters", post(create_cluster).require(write))
-        .route("/api/v2/ob/clusters/{id}", get(get_cluster).require(read))
-        .route(
-            "/api/v2/ob/clusters/{id}/servers",
-            get(list_servers).require(read),
-        )
+    OpenApiRouter::new()
+        .routes(routes!(list_hosts).require(read))
+        .routes(routes!(create_host).require(write))
+        .routes(routes!(get_host).require(read))
+        .routes(routes!(list_clusters).require(read))
+        .routes(routes!(create_cluster).require(write))
+        .routes(routes!(get_cluster).require(read))
+        .routes(routes!(list_servers).require(read))
 }
 
 // ---------------------------------------------------------------- bodies

@@ -1,8 +1,9 @@
 //! The REST API: OCP's four operations, task management and the inventory,
 //! with OCP's envelope on every response.
 //!
-//! Layout: [`envelope`] (trace id, span and the envelope around every
-//! answer), [`error`] (the one error type that becomes a response),
+//! Layout: [`wire`] (OCP's wire types: envelope, error body, codes),
+//! [`envelope`] (trace id, span and the envelope around every answer),
+//! [`error`] (the one error type that becomes a response),
 //! [`extract`] (extractors whose rejections are envelopes), one module per
 //! resource ([`ops`], [`tasks`], [`inventory`], [`iam`]), [`openapi`] and
 //! [`health`].
@@ -25,6 +26,7 @@ pub mod inventory;
 pub mod openapi;
 pub mod ops;
 pub mod tasks;
+pub mod wire;
 
 use crate::auth::{self, AuthConfig, Authenticator};
 use axum::extract::DefaultBodyLimit;
@@ -34,6 +36,7 @@ use std::net::SocketAddr;
 use tokio_util::sync::CancellationToken;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::limit::RequestBodyLimitLayer;
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 /// Largest request body accepted (1 MiB); larger is a 413.
 pub const BODY_LIMIT: usize = 1 << 20;
@@ -67,20 +70,18 @@ impl AppState {
     }
 }
 
-/// Every route that needs authentication: the operations, task management,
-/// the inventory, users and roles, and the OpenAPI document (which any
+/// Every route that needs authentication, each declared once with its
+/// document (utoipa-axum's `routes!`): the operations, task management, the
+/// inventory, users and roles, and the OpenAPI document (which any
 /// authenticated user may read).
-pub fn api_routes() -> Router<AppState> {
+pub fn api_routes() -> OpenApiRouter<AppState> {
     use auth::{Permission, RequireExt};
-    Router::new()
+    OpenApiRouter::new()
         .merge(ops::routes())
         .merge(tasks::routes())
         .merge(inventory::routes())
         .merge(iam::routes())
-        .route(
-            "/api/v2/openapi.json",
-            axum::routing::get(openapi::openapi_json).require(Permission::InventoryRead),
-        )
+        .routes(routes!(openapi::openapi_json).require(Permission::InventoryRead))
 }
 
 /// The whole application, wrapped by [`layered`]: [`api_routes`] behind
@@ -89,17 +90,18 @@ pub fn api_routes() -> Router<AppState> {
 pub fn router(state: AppState) -> Router {
     let authenticate =
         || axum::middleware::from_fn_with_state(state.auth.clone(), auth::authenticate);
+    let metrics = Router::from(health::metrics_routes());
     let metrics = if state.auth.config().metrics_auth {
-        health::metrics_routes().layer(authenticate())
+        metrics.layer(authenticate())
     } else {
-        health::metrics_routes()
+        metrics
     };
     // The 405 fallback goes on before the layer, so that a wrong method on
     // an API route is refused only after authentication too (layered()
     // leaves a fallback already set as it is).
     // The console's session cookie is an alternative to HTTP Basic: its
     // layer runs first and, when it authenticates, Basic is not asked for.
-    let routes = api_routes()
+    let routes = Router::from(api_routes())
         .merge(crate::console::api_routes())
         .method_not_allowed_fallback(error::method_not_allowed)
         .layer(authenticate())
@@ -108,7 +110,7 @@ pub fn router(state: AppState) -> Router {
             crate::console::session::authenticate,
         ))
         .merge(crate::console::public_routes())
-        .merge(health::routes())
+        .merge(Router::from(health::routes()))
         .merge(metrics);
     layered(routes, state)
 }

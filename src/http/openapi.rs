@@ -1,11 +1,10 @@
-//! The OpenAPI 3 document, generated from the handlers' `#[utoipa::path]`
-//! attributes and the `ToSchema` types, served raw (tools read it as is) at
+//! The OpenAPI 3 document, generated from the routers (each route's
+//! `#[utoipa::path]`, collected by utoipa-axum) and the `ToSchema` types, served raw (tools read it as is) at
 //! `/api/v2/openapi.json`. Declares HTTP Basic as the security scheme of
 //! every route but the probes, and adds the 401 and 429 answers to each.
 
-use super::envelope::{EmptyEnvelope, ErrorEnvelope, PageInfo};
-use super::error::{ErrorBody, SubError};
-use super::{health, iam, inventory, ops, tasks};
+use super::health;
+use super::wire::{EmptyEnvelope, ErrorBody, ErrorEnvelope, PageInfo, SubError};
 use axum::Json;
 use std::sync::LazyLock;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityRequirement, SecurityScheme};
@@ -27,41 +26,7 @@ use utoipa::{Modify, OpenApi};
                        restarts), TASK_VIEWER (task reads), TASK_MANAGER (task actions). \
                        Any user may read the inventory and this document."
     ),
-    paths(
-        ops::restart_server,
-        ops::start_server,
-        ops::stop_server,
-        ops::restart_agent,
-        ops::restart_agent_v2,
-        tasks::list_tasks,
-        tasks::get_task,
-        tasks::retry_task,
-        tasks::rollback_task,
-        tasks::subtask_log,
-        tasks::retry_subtask,
-        tasks::skip_subtask,
-        tasks::cancel_subtask,
-        inventory::create_host,
-        inventory::list_hosts,
-        inventory::get_host,
-        inventory::create_cluster,
-        inventory::list_clusters,
-        inventory::get_cluster,
-        inventory::list_servers,
-        iam::create_user,
-        iam::list_users,
-        iam::get_user,
-        iam::delete_user,
-        iam::set_roles,
-        iam::set_password,
-        iam::list_roles,
-        health::healthz,
-        health::readyz,
-        health::metrics,
-        openapi_json,
-    ),
     components(schemas(ErrorEnvelope, EmptyEnvelope, ErrorBody, SubError, PageInfo)),
-    modifiers(&BasicAuth),
     security(("basic" = [])),
     tags(
         (name = "operations", description = "Restart, start and stop OBServers; restart host agents"),
@@ -136,7 +101,19 @@ impl Modify for BasicAuth {
     }
 }
 
-static DOC: LazyLock<utoipa::openapi::OpenApi> = LazyLock::new(ApiDoc::openapi);
+/// The whole document: [`ApiDoc`]'s info, schemas and tags with the paths
+/// the routers declare (one declaration per route, see `http::api_routes`),
+/// then the `basic` scheme's answers on every authenticated route.
+pub fn document() -> utoipa::openapi::OpenApi {
+    let mut doc = ApiDoc::openapi();
+    doc.merge(super::api_routes().into_openapi());
+    doc.merge(health::routes().into_openapi());
+    doc.merge(health::metrics_routes().into_openapi());
+    BasicAuth.modify(&mut doc);
+    doc
+}
+
+static DOC: LazyLock<utoipa::openapi::OpenApi> = LazyLock::new(document);
 
 /// The OpenAPI document itself.
 #[utoipa::path(

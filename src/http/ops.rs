@@ -17,32 +17,21 @@ use crate::auth::{Permission, RequireExt};
 use crate::dag::templates::Template;
 use crate::operations::{self, Operation, Origin, RestartAgent, ServerOperation};
 use axum::extract::State;
-use axum::routing::post;
-use axum::Router;
 use serde::Deserialize;
 use utoipa::IntoParams;
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 /// Server operations need CLUSTER_MANAGER on the path's cluster, the agent
 /// restart HOST_MANAGER (or ADMIN for both).
-pub(crate) fn routes() -> Router<AppState> {
-    const S: &str = "/api/v2/ob/clusters/{id}/servers/{serverId}";
+pub(crate) fn routes() -> OpenApiRouter<AppState> {
     let server = Permission::ServerOperate;
     let agent = Permission::AgentRestart;
-    Router::new()
-        .route(
-            &format!("{S}/restart"),
-            post(restart_server).require(server),
-        )
-        .route(&format!("{S}/start"), post(start_server).require(server))
-        .route(&format!("{S}/stop"), post(stop_server).require(server))
-        .route(
-            "/compute/hosts/{hostId}/agent/restart",
-            post(restart_agent).require(agent),
-        )
-        .route(
-            "/api/v2/compute/hosts/{hostId}/agent/restart",
-            post(restart_agent_v2).require(agent),
-        )
+    OpenApiRouter::new()
+        .routes(routes!(restart_server).require(server))
+        .routes(routes!(start_server).require(server))
+        .routes(routes!(stop_server).require(server))
+        .routes(routes!(restart_agent).require(agent))
+        .routes(routes!(restart_agent_v2).require(agent))
 }
 
 // ---------------------------------------------------------------- params

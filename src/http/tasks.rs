@@ -16,13 +16,12 @@ use crate::model::{
 };
 use crate::store::{self, subtask::SubtaskRow, task::ListFilter, task::SortKey, task::TaskRow};
 use axum::extract::State;
-use axum::routing::{get, post};
-use axum::Router;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 use std::collections::{BTreeSet, HashMap};
 use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 /// Largest page of any list.
 pub const MAX_PAGE_SIZE: i64 = 2000;
@@ -30,23 +29,18 @@ pub const MAX_PAGE_SIZE: i64 = 2000;
 pub const DEFAULT_PAGE_SIZE: i64 = 10;
 
 /// Task reads need TASK_VIEWER, task actions TASK_MANAGER (or ADMIN).
-pub(crate) fn routes() -> Router<AppState> {
-    const T: &str = "/api/v2/tasks/instances/{taskInstanceId}";
-    const S: &str = "/api/v2/tasks/instances/{taskInstanceId}/subtasks/{subtaskInstanceId}";
+pub(crate) fn routes() -> OpenApiRouter<AppState> {
     let read = Permission::TaskRead;
     let manage = Permission::TaskManage;
-    Router::new()
-        .route("/api/v2/tasks/instances", get(list_tasks).require(read))
-        .route(T, get(get_task).require(read))
-        .route(&format!("{T}/retry"), post(retry_task).require(manage))
-        .route(
-            &format!("{T}/rollback"),
-            post(rollback_task).require(manage),
-        )
-        .route(&format!("{S}/log"), get(subtask_log).require(read))
-        .route(&format!("{S}/retry"), post(retry_subtask).require(manage))
-        .route(&format!("{S}/skip"), post(skip_subtask).require(manage))
-        .route(&format!("{S}/cancel"), post(cancel_subtask).require(manage))
+    OpenApiRouter::new()
+        .routes(routes!(list_tasks).require(read))
+        .routes(routes!(get_task).require(read))
+        .routes(routes!(retry_task).require(manage))
+        .routes(routes!(rollback_task).require(manage))
+        .routes(routes!(subtask_log).require(read))
+        .routes(routes!(retry_subtask).require(manage))
+        .routes(routes!(skip_subtask).require(manage))
+        .routes(routes!(cancel_subtask).require(manage))
 }
 
 // ---------------------------------------------------------------- views

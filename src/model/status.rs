@@ -87,18 +87,6 @@ string_enum!(SubtaskOperation {
     Cancel => "CANCEL",
 });
 
-impl SubtaskStatus {
-    /// Only FAILED and SUCCESSFUL are final.
-    pub fn is_final(self) -> bool {
-        matches!(self, SubtaskStatus::Failed | SubtaskStatus::Successful)
-    }
-
-    /// Holds a worker: RUNNING or CANCELING.
-    pub fn is_active(self) -> bool {
-        matches!(self, SubtaskStatus::Running | SubtaskStatus::Canceling)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

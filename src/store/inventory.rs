@@ -347,11 +347,6 @@ pub async fn insert_server(ex: impl PgExecutor<'_>, s: &NewServer) -> Result<Ser
         .await?)
 }
 
-pub async fn get_server(ex: impl PgExecutor<'_>, id: i64) -> Result<Option<ServerRow>> {
-    let sql = format!("select {SERVER_COLUMNS} from ob_server where id = $1");
-    Ok(sqlx::query_as(&sql).bind(id).fetch_optional(ex).await?)
-}
-
 /// Every server of a cluster, by id.
 pub async fn servers_of_cluster(ex: impl PgExecutor<'_>, cluster: i64) -> Result<Vec<ServerRow>> {
     let sql = format!("select {SERVER_COLUMNS} from ob_server where cluster_id = $1 order by id");
@@ -485,6 +480,21 @@ pub async fn get_server_target(
     .bind(server)
     .fetch_optional(ex)
     .await?)
+}
+
+/// Points a host at its agent's URL and marks the agent ONLINE (the demo's
+/// agents listen somewhere new on each start).
+pub async fn set_host_agent_online(
+    ex: impl PgExecutor<'_>,
+    id: i64,
+    agent_url: &str,
+) -> Result<()> {
+    sqlx::query("update host set agent_url = $2, agent_status = 'ONLINE' where id = $1")
+        .bind(id)
+        .bind(agent_url)
+        .execute(ex)
+        .await?;
+    Ok(())
 }
 
 /// The task target key of every host and server (`host:{id}`,

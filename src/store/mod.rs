@@ -1,6 +1,7 @@
 //! All SQL lives here, one file per aggregate. Functions take an executor or
 //! `&mut PgConnection`, so the caller owns the transaction.
 
+pub mod bench;
 pub mod inventory;
 pub mod log;
 pub mod session;

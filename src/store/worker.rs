@@ -57,12 +57,3 @@ pub async fn delete_dead(ex: impl PgExecutor<'_>, older_than_ms: i64) -> Result<
     .fetch_all(ex)
     .await?)
 }
-
-/// Age of the oldest heartbeat among live rows, in seconds (for metrics).
-pub async fn oldest_heartbeat_age(ex: impl PgExecutor<'_>) -> Result<f64> {
-    Ok(sqlx::query_scalar(
-        "select coalesce(extract(epoch from now() - min(heartbeat_at))::float8, 0) from worker",
-    )
-    .fetch_one(ex)
-    .await?)
-}

@@ -3,7 +3,7 @@
 //! processes.
 
 use crate::app::TestApp;
-use crate::engine::fast_cfg;
+use crate::support::engine::fast_cfg;
 use crate::support::wait_for;
 use rand::Rng;
 use serde_json::{json, Value};

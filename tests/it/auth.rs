@@ -7,7 +7,7 @@
 //! `taskd user` and `taskd serve` bootstrap commands as real processes.
 
 use crate::app::{client_for, creds, Answer, TestApp, ADMIN};
-use crate::http_api::{method_of, ROUTES};
+use crate::support::routes::{method_of, ROUTES};
 use crate::support::{wait_for, TestDb};
 use reqwest::Method;
 use serde_json::{json, Value};

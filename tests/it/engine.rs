@@ -1,69 +1,17 @@
 //! The engine against a real database: DAG order, claiming, crash recovery,
 //! the state machine's user actions, context and migrations.
 
+use crate::support::engine::{fast_cfg, new_task, submit, submit_with, worker};
 use crate::support::{wait_for, TestDb};
 use std::collections::HashMap;
 use std::time::Duration;
-use taskd::actions::Registry;
 use taskd::dag::{DagSpec, NodeSpec};
-use taskd::engine::{self, EngineConfig, Submitted, Worker};
+use taskd::engine::{self, Worker};
 use taskd::model::{
     Context, SubtaskId, SubtaskOperation as SOp, SubtaskStatus as S, TaskId, TaskOperation,
     TaskStatus,
 };
-use taskd::store::{self, subtask::SubtaskRow, task::NewTask};
-
-pub fn fast_cfg() -> EngineConfig {
-    EngineConfig {
-        slots: 16,
-        poll_interval: Duration::from_millis(50),
-        heartbeat_interval: Duration::from_millis(100),
-        dead_after: Duration::from_millis(600),
-        sweep_interval: Duration::from_millis(100),
-        shutdown_grace: Duration::from_millis(500),
-        retry_backoff: Duration::from_millis(1),
-        retry_backoff_cap: Duration::from_millis(10),
-        timeout_grace: Duration::from_millis(200),
-        finish_batch: 64,
-    }
-}
-
-pub fn new_task(name: &str) -> NewTask {
-    NewTask {
-        name: name.into(),
-        task_type: taskd::model::TaskType::Manual,
-        creator: "tester".into(),
-        executor: None,
-        cluster_id: None,
-        host_id: None,
-        server_id: None,
-        target_key: None,
-        context: Context::default(),
-        prohibit_rollback: false,
-        max_concurrency: 10,
-        trace_id: "trace-test".into(),
-        idempotency_key: None,
-    }
-}
-
-pub async fn submit(db: &TestDb, nodes: Vec<NodeSpec>) -> TaskId {
-    submit_with(db, new_task("test task"), nodes).await
-}
-
-pub async fn submit_with(db: &TestDb, task: NewTask, nodes: Vec<NodeSpec>) -> TaskId {
-    let spec = DagSpec {
-        nodes,
-        context: task.context.clone(),
-    };
-    match engine::submit(&db.pool, &task, &spec).await.unwrap() {
-        Submitted::Created(id) => id,
-        other => panic!("expected a new task, got {other:?}"),
-    }
-}
-
-pub fn worker(db: &TestDb) -> Worker {
-    Worker::new(db.pool.clone(), Registry::standard(), fast_cfg())
-}
+use taskd::store::{self, subtask::SubtaskRow};
 
 async fn task_status(db: &TestDb, id: TaskId) -> (TaskStatus, TaskOperation) {
     let t = store::task::get(&db.pool, id).await.unwrap().unwrap();

@@ -4,7 +4,8 @@
 //! OpenAPI document.
 
 use crate::app::{Answer, TestApp};
-use crate::engine::{new_task, submit_with, worker};
+use crate::support::engine::{new_task, submit_with, worker};
+use crate::support::routes::{method_of, ROUTES};
 use crate::support::wait_for;
 use reqwest::header::CONTENT_TYPE;
 use reqwest::Method;
@@ -842,61 +843,6 @@ async fn the_task_list_filters_sorts_and_pages() {
 }
 
 // ---------------------------------------------------------------- openapi
-
-/// Every route the application serves.
-pub const ROUTES: &[(&str, &str)] = &[
-    (
-        "post",
-        "/api/v2/ob/clusters/{id}/servers/{serverId}/restart",
-    ),
-    ("post", "/api/v2/ob/clusters/{id}/servers/{serverId}/start"),
-    ("post", "/api/v2/ob/clusters/{id}/servers/{serverId}/stop"),
-    ("post", "/compute/hosts/{hostId}/agent/restart"),
-    ("post", "/api/v2/compute/hosts/{hostId}/agent/restart"),
-    ("get", "/api/v2/tasks/instances"),
-    ("get", "/api/v2/tasks/instances/{taskInstanceId}"),
-    ("post", "/api/v2/tasks/instances/{taskInstanceId}/retry"),
-    ("post", "/api/v2/tasks/instances/{taskInstanceId}/rollback"),
-    (
-        "get",
-        "/api/v2/tasks/instances/{taskInstanceId}/subtasks/{subtaskInstanceId}/log",
-    ),
-    (
-        "post",
-        "/api/v2/tasks/instances/{taskInstanceId}/subtasks/{subtaskInstanceId}/retry",
-    ),
-    (
-        "post",
-        "/api/v2/tasks/instances/{taskInstanceId}/subtasks/{subtaskInstanceId}/skip",
-    ),
-    (
-        "post",
-        "/api/v2/tasks/instances/{taskInstanceId}/subtasks/{subtaskInstanceId}/cancel",
-    ),
-    ("post", "/api/v2/compute/hosts"),
-    ("get", "/api/v2/compute/hosts"),
-    ("get", "/api/v2/compute/hosts/{id}"),
-    ("post", "/api/v2/ob/clusters"),
-    ("get", "/api/v2/ob/clusters"),
-    ("get", "/api/v2/ob/clusters/{id}"),
-    ("get", "/api/v2/ob/clusters/{id}/servers"),
-    ("post", "/api/v2/iam/users"),
-    ("get", "/api/v2/iam/users"),
-    ("get", "/api/v2/iam/users/{id}"),
-    ("delete", "/api/v2/iam/users/{id}"),
-    ("put", "/api/v2/iam/users/{id}/roles"),
-    ("put", "/api/v2/iam/users/{id}/password"),
-    ("get", "/api/v2/iam/roles"),
-    ("get", "/healthz"),
-    ("get", "/readyz"),
-    ("get", "/metrics"),
-    ("get", "/api/v2/openapi.json"),
-];
-
-/// The method of a [`ROUTES`] entry.
-pub fn method_of(method: &str) -> Method {
-    Method::from_bytes(method.to_ascii_uppercase().as_bytes()).expect("an HTTP method")
-}
 
 fn collect_refs(v: &Value, out: &mut Vec<String>) {
     match v {

@@ -4,7 +4,7 @@
 //! running to SUCCESSFUL on a worker.
 
 use crate::app::{Answer, TestApp};
-use crate::engine::fast_cfg;
+use crate::support::engine::fast_cfg;
 use crate::support::wait_for;
 use serde_json::{json, Map, Value};
 use std::collections::{BTreeMap, BTreeSet, HashMap};

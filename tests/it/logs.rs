@@ -2,7 +2,7 @@
 //! line of a subtask run carries the trace id, task id, subtask id and
 //! run_time.
 
-use crate::engine::{new_task, submit_with};
+use crate::support::engine::{new_task, submit_with};
 use crate::support::{wait_for, TestDb};
 use std::process::Stdio;
 use std::time::Duration;

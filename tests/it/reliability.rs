@@ -1,7 +1,7 @@
 //! Faults around the engine: connections terminated by PostgreSQL in the
 //! middle of a run, processes killed, concurrent requests.
 
-use crate::engine::{fast_cfg, new_task, submit_with};
+use crate::support::engine::{fast_cfg, new_task, submit_with};
 use crate::support::{admin_url, wait_for, TestDb};
 use std::time::Duration;
 use taskd::actions::Registry;

@@ -1,6 +1,9 @@
 //! Test support: a fresh, migrated PostgreSQL database per test, dropped
 //! afterwards, and helpers that wait on conditions with a deadline.
 
+pub mod engine;
+pub mod routes;
+
 use sqlx::PgPool;
 use std::future::Future;
 use std::time::{Duration, Instant};
