@@ -227,6 +227,7 @@ async fn run_worker_loops(
     count: usize,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    crate::metrics::METRICS.touch_classes(registry.class_names());
     let sweeper = engine::Sweeper::new(pool.clone(), cfg.clone());
     let sweep = tokio::spawn(sweeper.run(shutdown.clone()));
     let depth = tokio::spawn(crate::metrics::refresh_queue_depth(

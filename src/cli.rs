@@ -87,6 +87,28 @@ pub enum Command {
         #[command(flatten)]
         agent: AgentArgs,
     },
+    /// Tasks through the REST API: list, show, log, retry, rollback, skip,
+    /// cancel, wait (a client of a running taskd).
+    Tasks {
+        #[command(flatten)]
+        api: crate::client::ApiArgs,
+        #[command(subcommand)]
+        command: crate::client::TasksCommand,
+    },
+    /// Operations through the REST API: restart, start or stop a server,
+    /// restart an agent; `--wait` follows the task with its progress.
+    Ops {
+        #[command(flatten)]
+        api: crate::client::ApiArgs,
+        #[command(subcommand)]
+        command: crate::client::OpsCommand,
+    },
+    /// Probe a taskd endpoint and exit 0 when it answers 200 (a container's
+    /// health check: `taskd health --url http://127.0.0.1:8080/readyz`).
+    Health {
+        #[command(flatten)]
+        probe: HealthArgs,
+    },
     /// Run a stand-in observer: listen on a TCP port until SIGTERM (run by
     /// `taskd agent`).
     #[command(hide = true)]
@@ -94,6 +116,44 @@ pub enum Command {
         #[command(flatten)]
         standin: StandinArgs,
     },
+}
+
+/// What `taskd health` probes.
+#[derive(Debug, Clone, clap::Args)]
+pub struct HealthArgs {
+    /// The URL to GET: the API's `/readyz` or `/healthz`, or an agent's
+    /// `/api/v1/status`.
+    #[arg(
+        long,
+        env = "TASKD_HEALTH_URL",
+        default_value = "http://127.0.0.1:8080/readyz"
+    )]
+    pub url: url::Url,
+    /// Seconds to wait for the answer.
+    #[arg(long, env = "TASKD_HEALTH_TIMEOUT_SECS", default_value_t = 3,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub timeout_secs: u64,
+}
+
+/// GETs `args.url`; Ok when it answers 200, else an error naming the URL and
+/// what it answered.
+async fn health(args: HealthArgs) -> anyhow::Result<()> {
+    let client = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(args.timeout_secs))
+        .build()?;
+    let url = args.url.clone();
+    let answer = client
+        .get(url.clone())
+        .send()
+        .await
+        .map_err(|e| anyhow::anyhow!("{url} did not answer: {}", e.without_url()))?;
+    let status = answer.status();
+    if status == reqwest::StatusCode::OK {
+        println!("{url}: 200 OK");
+        Ok(())
+    } else {
+        anyhow::bail!("{url} answered {status}")
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -120,17 +180,27 @@ pub fn init_tracing(cli: &Cli) {
     let default = match cli.command {
         // The bench: so that logging does not weigh on its figures; user
         // commands: so that standard output is their one line.
-        Command::Bench { .. } | Command::User { .. } => "warn",
+        Command::Bench { .. }
+        | Command::User { .. }
+        | Command::Health { .. }
+        | Command::Tasks { .. }
+        | Command::Ops { .. } => "warn",
         _ => "info",
     };
     let format = cli.log_format;
+    // PostgreSQL's NOTICEs (e.g. refinery's "relation already exists,
+    // skipping" on every start) are not news: warnings and up only.
+    let default = format!("{default},tokio_postgres::connection=warn");
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    // Colours only on a terminal, never into a log file or a pipe.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     // Logs go to stderr: stdout is for what a command prints (the demo's
     // instructions, the bench's JSON lines).
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi);
     match format {
         LogFormat::Human => builder.init(),
         LogFormat::Json => builder
@@ -156,11 +226,13 @@ fn serve_settings(engine: &EngineArgs, serve: &ServeArgs) -> app::Settings {
 /// worker loops, all stopped by one token on SIGTERM or Ctrl-C, or when any
 /// of them fails.
 async fn serve(db: DbArgs, engine: EngineArgs, serve: ServeArgs) -> anyhow::Result<()> {
-    let pool = app::open_database(&db).await?;
-    app::bootstrap_users(&pool, &serve.auth).await?;
+    // The address first: a bad one must change nothing, not even create
+    // the database.
     let listener = tokio::net::TcpListener::bind(&serve.listen)
         .await
         .with_context(|| format!("cannot listen on {}", serve.listen))?;
+    let pool = app::open_database(&db).await?;
+    app::bootstrap_users(&pool, &serve.auth).await?;
     app::run_until_signalled(pool, Some(listener), serve_settings(&engine, &serve)).await
 }
 
@@ -242,7 +314,12 @@ async fn user(command: UserCommand) -> anyhow::Result<()> {
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Migrate { db } => {
-            db::migrate(&db.database_url).await?;
+            db::migrate(&db.database_url).await.with_context(|| {
+                format!(
+                    "cannot apply the migrations to {}",
+                    crate::report::database_at(&db.database_url)
+                )
+            })?;
             tracing::info!("migrations applied");
             Ok(())
         }
@@ -273,6 +350,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             crate::agent::serve_agent(agent.to_config(), listener, app::shutdown_token()).await?;
             Ok(())
         }
+        Command::Health { probe } => health(probe).await,
+        Command::Tasks { api, command } => Ok(crate::client::tasks(api, command).await?),
+        Command::Ops { api, command } => Ok(crate::client::ops(api, command).await?),
         Command::ObserverStandin { standin } => {
             let addr = std::net::SocketAddr::new(standin.bind, standin.port);
             crate::agent::standin::run(&standin.name, addr, app::shutdown_token()).await?;

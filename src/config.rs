@@ -126,8 +126,8 @@ pub struct AuthArgs {
     #[arg(long, env = "TASKD_AUTH_CACHE_TTL_SECS", default_value_t = 60)]
     pub auth_cache_ttl_secs: u64,
 
-    /// Failed logins one client IP may make within the window before its
-    /// attempts get 429 until the window closes.
+    /// Failed logins of one user name from one client IP within the window
+    /// before that pair is slowed (wrong passwords then get 429).
     #[arg(long, env = "TASKD_LOGIN_MAX_FAILURES", default_value_t = 5,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub login_max_failures: u32,

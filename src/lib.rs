@@ -10,11 +10,13 @@
 //! - [`app`]: the composition root: how a process is assembled and stopped.
 //! - `bench`: `taskd bench`, throughput and latency figures.
 //! - [`cli`]: subcommands and what each runs.
+//! - [`client`]: `taskd tasks` and `taskd ops`, a client of the REST API.
 //! - [`config`]: settings from flags and environment.
 //! - [`console`]: the operator console in the browser, its sessions and assets.
 //! - `demo`: `taskd demo`, agents and a demo inventory in one command.
 //! - [`db`]: connection pool and advisory-locked migrations.
 //! - [`metrics`]: Prometheus metrics of the process.
+//! - [`report`]: what a failed command prints, one line per error.
 //! - [`model`]: ids, statuses, the context, OCP's context keys and the state
 //!   machine (pure).
 //! - [`dag`]: DAG specs, validation, parallel split, the four templates (pure).
@@ -38,6 +40,7 @@ pub mod app;
 pub mod auth;
 mod bench;
 pub mod cli;
+pub mod client;
 pub mod config;
 pub mod console;
 pub mod dag;
@@ -48,4 +51,5 @@ pub mod http;
 pub mod metrics;
 pub mod model;
 pub mod operations;
+pub mod report;
 pub mod store;

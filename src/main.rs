@@ -1,16 +1,14 @@
 //! The `taskd` binary: parse the command line, set up logging, dispatch.
 
-use clap::Parser;
-
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    let cli = taskd::cli::Cli::parse();
+    let cli = taskd::report::parse_cli();
     taskd::cli::init_tracing(&cli);
     match taskd::cli::run(cli).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!(error = %format!("{e:#}"), "taskd failed");
-            eprintln!("taskd: {e:#}");
+            // Once, on stderr, where the logs go too.
+            eprintln!("taskd: {}", taskd::report::one_line(&e));
             std::process::ExitCode::FAILURE
         }
     }

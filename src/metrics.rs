@@ -1,9 +1,10 @@
 //! Prometheus metrics of this process: HTTP requests, subtask runs, claims,
-//! handoff latency, queue depth, heartbeat age and sweeper recoveries.
+//! handoff latency, queue depth, heartbeat age, sweeper recoveries, the
+//! build and the process itself (CPU, memory, file descriptors).
 
 use prometheus::{
-    Encoder, Gauge, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
-    Registry, TextEncoder,
+    Encoder, Gauge, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
+    Opts, Registry, TextEncoder,
 };
 use sqlx::PgPool;
 use std::sync::LazyLock;
@@ -72,6 +73,24 @@ impl Metrics {
         .expect("valid metric");
         r.register(Box::new(sweeper_recoveries.clone()))
             .expect("unique metric");
+        let build_info = IntGaugeVec::new(
+            Opts::new(
+                "taskd_build_info",
+                "Always 1; the labels say which build this process runs",
+            ),
+            &["version"],
+        )
+        .expect("valid metric");
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
+        r.register(Box::new(build_info)).expect("unique metric");
+        // process_cpu_seconds_total, process_resident_memory_bytes,
+        // process_open_fds, process_start_time_seconds … from /proc.
+        r.register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ))
+        .expect("unique metric");
         Metrics {
             http_requests: counter(
                 &r,
@@ -137,6 +156,23 @@ impl Metrics {
         }
     }
 
+    /// Makes the per-className series exist at 0 for these classNames, so
+    /// that a scrape shows them (and rates work) before their first run.
+    pub fn touch_classes<'a>(&self, classes: impl IntoIterator<Item = &'a str>) {
+        for class in classes {
+            let class = class_label(class);
+            for c in [
+                &self.claimed,
+                &self.finished,
+                &self.failed,
+                &self.retried,
+                &self.timed_out,
+            ] {
+                c.with_label_values(&[class]);
+            }
+        }
+    }
+
     /// The text exposition format.
     pub fn render(&self) -> String {
         let mut buf = Vec::new();
@@ -187,5 +223,30 @@ mod tests {
             assert!(text.contains(name), "{name} missing from\n{text}");
         }
         assert_eq!(class_label("test.sleep?ms=5"), "test.sleep");
+    }
+
+    #[test]
+    fn build_and_process_series_and_untouched_classes_are_there_from_the_start() {
+        METRICS.touch_classes(["test.never_ran?x=1"]);
+        let text = METRICS.render();
+        assert!(
+            text.contains(&format!(
+                "taskd_build_info{{version=\"{}\"}} 1",
+                env!("CARGO_PKG_VERSION")
+            )),
+            "{text}"
+        );
+        for name in [
+            "process_resident_memory_bytes",
+            "process_cpu_seconds_total",
+            "process_open_fds",
+        ] {
+            assert!(text.contains(name), "{name} missing");
+        }
+        for family in ["claimed", "finished", "failed", "retried", "timed_out"] {
+            let series =
+                format!("taskd_subtasks_{family}_total{{class_name=\"test.never_ran\"}} 0");
+            assert!(text.contains(&series), "{series} missing");
+        }
     }
 }

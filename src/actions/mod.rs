@@ -147,6 +147,11 @@ impl Registry {
             .insert(class_name.to_string(), Arc::new(action));
     }
 
+    /// Every registered className (without parameters).
+    pub fn class_names(&self) -> impl Iterator<Item = &str> {
+        self.actions.keys().map(String::as_str)
+    }
+
     pub fn contains(&self, class_name: &str) -> bool {
         self.actions.contains_key(split_class(class_name).0)
     }

@@ -2,13 +2,15 @@
 //! client's IP into a [`Principal`], or refuses.
 //!
 //! In order: the header is parsed (missing or unreadable: 401, not counted
-//! as a failure); the client's IP must not be throttled (429); the user is
+//! as a failure); the throttle decides on the (user name, client IP) pair:
+//! go, wait for a slowed turn, or 429 at once (see [`super::throttle`]); the user is
 //! read with its grants (one query, also when the user does not exist); a
 //! cached verification is used when it still matches the stored hash;
 //! otherwise argon2 verifies the password against the stored hash, or
 //! against a fixed dummy hash when there is no such user, so both cases
-//! cost the same. A failure counts against the IP and is a 401 with the same
-//! message whether the user or the password was wrong.
+//! cost the same. A failure counts against the pair and is a 401 with the
+//! same message whether the user or the password was wrong; 429 when the
+//! pair was slowed.
 //!
 //! At most as many argon2 checks run at once as there are CPUs (each takes
 //! 19 MiB); the rest wait their turn.
@@ -16,7 +18,7 @@
 use super::cache::CredentialCache;
 use super::password;
 use super::role::{grants_of_rows, Principal};
-use super::throttle::Throttle;
+use super::throttle::{Throttle, Verdict};
 use super::{AuthConfig, Error, Result};
 use crate::store::user;
 use axum::http::HeaderValue;
@@ -166,10 +168,19 @@ impl Authenticator {
 
     /// Checks a user name and password for a client.
     pub async fn verify(&self, creds: &Credentials, client: IpAddr) -> Result<Principal> {
-        if let Err(retry_after) = lock(&self.inner.throttle).check(client, Instant::now()) {
-            tracing::warn!(client = %client, user = %creds.name, "login throttled");
-            return Err(Error::Throttled { retry_after });
-        }
+        let key = (creds.name.clone(), client);
+        let verdict = lock(&self.inner.throttle).check(&key, Instant::now());
+        let slowed = match verdict {
+            Verdict::Go => false,
+            Verdict::Slowed(wait) => {
+                tokio::time::sleep(wait).await;
+                true
+            }
+            Verdict::Refuse(retry_after) => {
+                tracing::warn!(client = %client, user = %creds.name, "login throttled");
+                return Err(Error::Throttled { retry_after });
+            }
+        };
         let row = user::get_by_name(&self.inner.pool, &creds.name).await?;
         if let Some(row) = &row {
             let hit = lock(&self.inner.cache).hit(
@@ -205,7 +216,15 @@ impl Authenticator {
                 principal(&row)
             }
             _ => {
-                lock(&self.inner.throttle).record_failure(client, Instant::now());
+                let mut throttle = lock(&self.inner.throttle);
+                let now = Instant::now();
+                throttle.record_failure(&key, now);
+                if slowed {
+                    tracing::warn!(client = %client, user = %creds.name, "login throttled");
+                    return Err(Error::Throttled {
+                        retry_after: throttle.retry_after(&key, now),
+                    });
+                }
                 tracing::warn!(client = %client, user = %creds.name, "authentication failed");
                 Err(Error::Unauthenticated("wrong user name or password".into()))
             }

@@ -82,12 +82,13 @@ pub struct AuthConfig {
     pub cache_ttl: Duration,
     /// Most verified credentials remembered.
     pub cache_capacity: usize,
-    /// Failed logins one client IP may make in `failure_window` before it
-    /// is refused with 429 until the window closes.
+    /// Failed logins of one user name from one client IP in
+    /// `failure_window` before that pair is slowed to one verified attempt
+    /// per `failure_window / max_failures` (wrong passwords then get 429).
     pub max_failures: u32,
     /// The window, opened by a client's first failed login.
     pub failure_window: Duration,
-    /// Most client IPs tracked by the throttle.
+    /// Most (user name, client IP) pairs tracked by the throttle.
     pub max_tracked_clients: usize,
 }
 

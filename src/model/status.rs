@@ -6,9 +6,27 @@
 macro_rules! string_enum {
     ($(#[$doc:meta])* $name:ident { $($variant:ident => $text:literal),+ $(,)? }) => {
         $(#[$doc])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
         pub enum $name {
             $(#[serde(rename = $text)] $variant),+
+        }
+
+        // Written by hand: utoipa's derive does not see a `serde(rename)`
+        // whose text comes from a macro argument, and documented the
+        // variants' Rust names ("Running") where the wire has "RUNNING".
+        impl utoipa::PartialSchema for $name {
+            fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+                utoipa::openapi::schema::ObjectBuilder::new()
+                    .schema_type(utoipa::openapi::schema::Type::String)
+                    .enum_values(Some([$($text),+]))
+                    .into()
+            }
+        }
+
+        impl utoipa::ToSchema for $name {
+            fn name() -> std::borrow::Cow<'static, str> {
+                std::borrow::Cow::Borrowed(stringify!($name))
+            }
         }
 
         impl $name {
@@ -105,6 +123,20 @@ mod tests {
                 format!("\"{}\"", s.as_str())
             );
         }
+    }
+
+    #[test]
+    fn the_openapi_schema_lists_the_wire_texts() {
+        use utoipa::PartialSchema;
+        let schema = serde_json::to_value(SubtaskOperation::schema()).unwrap();
+        let texts: Vec<&str> = SubtaskOperation::ALL.iter().map(|o| o.as_str()).collect();
+        assert_eq!(schema["type"], "string");
+        assert_eq!(schema["enum"], serde_json::json!(texts));
+        let schema = serde_json::to_value(TaskStatus::schema()).unwrap();
+        assert_eq!(
+            schema["enum"],
+            serde_json::json!(["RUNNING", "FAILED", "SUCCESSFUL"])
+        );
     }
 
     #[test]

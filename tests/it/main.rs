@@ -12,6 +12,8 @@ mod app;
 mod auth;
 mod browser;
 mod chaos;
+mod cli_errors;
+mod client;
 mod console;
 mod demo;
 mod deploy;
