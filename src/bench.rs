@@ -110,6 +110,7 @@ fn bench_task(i: usize) -> NewTask {
         host_id: None,
         server_id: None,
         target_key: None,
+        holds: Vec::new(),
         context: Context::default(),
         prohibit_rollback: false,
         max_concurrency: 10,

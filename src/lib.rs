@@ -19,11 +19,13 @@
 //! - [`report`]: what a failed command prints, one line per error.
 //! - [`model`]: ids, statuses, the context, OCP's context keys and the state
 //!   machine (pure).
-//! - [`dag`]: DAG specs, validation, parallel split, the four templates (pure).
+//! - [`dag`]: DAG specs, validation, parallel split, the four templates and
+//!   the multi-target rollouts built from them (pure).
 //! - [`store`]: all SQL, one file per aggregate (and the bench's figures);
 //!   callers own transactions.
 //! - [`engine`]: submit, worker loop, finisher, sweeper, user actions.
-//! - [`operations`]: OCP's operations: guards, contexts, idempotent replay.
+//! - [`operations`]: OCP's operations and taskd's multi-target ones (cluster,
+//!   zone, agent batch): guards, contexts, held keys, idempotent replay.
 //! - [`actions`]: the action registry and its actions.
 //! - [`agent`]: the host agent protocol, its client and the reference agent.
 //! - [`auth`]: users, roles and permissions, HTTP Basic authentication.

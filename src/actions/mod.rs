@@ -3,6 +3,8 @@
 //! world only through the inventory in PostgreSQL and the host agents.
 
 pub mod ocp;
+mod scope;
+mod status;
 pub mod testing;
 
 use crate::model::{Context, SubtaskOperation};

@@ -3,6 +3,10 @@
 //! inventory in PostgreSQL; each has a rollback, and the waiting steps stop
 //! when their run is cancelled.
 
+use super::scope;
+use super::status::{
+    former_key, restore_statuses, set_cluster, set_server, set_zone, SyncClusterInfo, UpdateStatus,
+};
 use super::{Action, ActionError, ActionResult, Registry, Run};
 use crate::agent::client::{AgentClient, Error as AgentError};
 use crate::agent::protocol::{StartObserver, StopObserver};
@@ -61,6 +65,10 @@ pub fn register(r: &mut Registry) {
         &c("cluster.UpdateObClusterStatusTask"),
         UpdateStatus(Level::Cluster),
     );
+    r.register(
+        &c("cluster.PrepareRestartObClusterTask"),
+        super::status::PrepareCluster,
+    );
     r.register(&c("obagent.PrepareRestartOcpAgentTask"), PrepareAgent);
     r.register(&c("obagent.RestartPosProxyTask"), RestartPosProxy);
     r.register(&c("obagent.StopAllOcpAgentProcessesTask"), StopAll);
@@ -70,8 +78,14 @@ pub fn register(r: &mut Registry) {
 
 // ------------------------------------------------------------- helpers
 
-fn db_err(e: impl std::fmt::Display) -> ActionError {
+pub(super) fn db_err(e: impl std::fmt::Display) -> ActionError {
     ActionError::failed(format!("inventory update failed: {e}"))
+}
+
+pub(super) fn parse_id(run: &Run, key: &str) -> Result<i64, ActionError> {
+    run.require(key)?
+        .parse()
+        .map_err(|_| ActionError::failed(format!("context key {key:?} is not an id")))
 }
 
 fn parse_status<T: FromStr<Err = String>>(run: &Run, key: &str) -> Result<T, ActionError> {
@@ -82,8 +96,8 @@ fn force(run: &Run) -> bool {
     OcpContext::force(&run.context)
 }
 
-async fn target(run: &Run) -> Result<ServerTarget, ActionError> {
-    let id = OcpContext::server_id(&run.context).map_err(ActionError::failed)?;
+pub(super) async fn target(run: &Run) -> Result<ServerTarget, ActionError> {
+    let id = scope::server_id(run)?;
     inventory::get_server_target(&run.deps.pool, id)
         .await
         .map_err(db_err)?
@@ -91,19 +105,19 @@ async fn target(run: &Run) -> Result<ServerTarget, ActionError> {
 }
 
 async fn host(run: &Run) -> Result<HostRow, ActionError> {
-    let id = OcpContext::host_id(&run.context).map_err(ActionError::failed)?;
+    let id = scope::host_id(run)?;
     inventory::get_host(&run.deps.pool, id)
         .await
         .map_err(db_err)?
         .ok_or_else(|| ActionError::failed(format!("host {id} is not in the inventory")))
 }
 
-fn client(run: &Run, host: &HostRow) -> Result<AgentClient, ActionError> {
+pub(super) fn client(run: &Run, host: &HostRow) -> Result<AgentClient, ActionError> {
     AgentClient::new(run.deps.http.clone(), &host.agent_url).map_err(|e| agent_err(host, e))
 }
 
 /// An agent failure as a run failure naming the host.
-fn agent_err(host: &HostRow, e: AgentError) -> ActionError {
+pub(super) fn agent_err(host: &HostRow, e: AgentError) -> ActionError {
     match e {
         AgentError::Cancelled { .. } => ActionError::Cancelled,
         e => ActionError::failed(format!("agent of host {} ({}): {e}", host.name, host.ip)),
@@ -117,43 +131,11 @@ fn deadline(run: &Run) -> tokio::time::Instant {
     tokio::time::Instant::now() + run.timeout.saturating_sub(margin)
 }
 
-async fn set_server(run: &Run, id: i64, s: ServerStatus) -> ActionResult {
-    inventory::set_server_status(&run.deps.pool, id, s, None)
-        .await
-        .map_err(db_err)?;
-    run.log(format!("server {id} status -> {s}")).await;
-    Ok(())
-}
-
-async fn set_zone(run: &Run, id: i64, s: ZoneStatus) -> ActionResult {
-    inventory::set_zone_status(&run.deps.pool, id, s, None)
-        .await
-        .map_err(db_err)?;
-    run.log(format!("zone {id} status -> {s}")).await;
-    Ok(())
-}
-
-async fn set_cluster(run: &Run, id: i64, s: ClusterStatus) -> ActionResult {
-    inventory::set_cluster_status(&run.deps.pool, id, s, None)
-        .await
-        .map_err(db_err)?;
-    run.log(format!("cluster {id} status -> {s}")).await;
-    Ok(())
-}
-
 async fn set_host(run: &Run, id: i64, s: HostAgentStatus) -> ActionResult {
     inventory::set_host_agent_status(&run.deps.pool, id, s, None)
         .await
         .map_err(db_err)?;
     run.log(format!("host {id} agent status -> {s}")).await;
-    Ok(())
-}
-
-/// Restores server, zone and cluster to the statuses recorded in the context.
-async fn restore_statuses(run: &Run, t: &ServerTarget) -> ActionResult {
-    for level in [Level::Server, Level::Zone, Level::Cluster] {
-        restore_level(level, run, t).await?;
-    }
     Ok(())
 }
 
@@ -175,8 +157,8 @@ impl Action for Prepare {
         } else {
             t.server.status
         };
-        run.context
-            .set(status_key(Phase::Former, Level::Server), former.as_str());
+        let key = former_key(run, Level::Server, t.server.id)?;
+        run.context.set(key, former.as_str());
         run.context
             .set(status_key(Phase::Target, Level::Server), self.1.as_str());
         run.log(format!(
@@ -420,86 +402,6 @@ impl Action for StartAgentService {
         run.log(format!(
             "agent service processes running: {}",
             names.join(", ")
-        ))
-        .await;
-        Ok(())
-    }
-}
-
-/// Writes `status` (as the context holds it) into this level's row.
-async fn set_level(level: Level, run: &Run, t: &ServerTarget, status: &str) -> ActionResult {
-    let bad = |e: String| ActionError::failed(format!("{level:?} status in the context: {e}"));
-    match level {
-        Level::Server => set_server(run, t.server.id, status.parse().map_err(bad)?).await,
-        Level::Zone => set_zone(run, t.zone.id, status.parse().map_err(bad)?).await,
-        Level::Cluster => set_cluster(run, t.cluster.id, status.parse().map_err(bad)?).await,
-    }
-}
-
-/// Restores the status recorded as former in the context, if any.
-async fn restore_level(level: Level, run: &Run, t: &ServerTarget) -> ActionResult {
-    match run.context.get(&status_key(Phase::Former, level)) {
-        Some(s) => set_level(level, run, t, s).await,
-        None => Ok(()),
-    }
-}
-
-/// Writes the target status of the server, its zone or its cluster into the
-/// inventory; its rollback restores the former one.
-pub struct UpdateStatus(pub Level);
-
-#[async_trait]
-impl Action for UpdateStatus {
-    async fn execute(&self, run: &mut Run) -> ActionResult {
-        let t = target(run).await?;
-        let status = run.require(&status_key(Phase::Target, self.0))?;
-        set_level(self.0, run, &t, &status).await
-    }
-
-    async fn rollback(&self, run: &mut Run) -> ActionResult {
-        let t = target(run).await?;
-        restore_level(self.0, run, &t).await
-    }
-}
-
-/// Checks what the agent reports against what the inventory now says of
-/// the server, and logs the cluster's servers.
-pub struct SyncClusterInfo;
-
-#[async_trait]
-impl Action for SyncClusterInfo {
-    async fn execute(&self, run: &mut Run) -> ActionResult {
-        let t = target(run).await?;
-        let agent = client(run, &t.host)?;
-        let observed = agent
-            .observer_status()
-            .await
-            .map_err(|e| agent_err(&t.host, e))?;
-        let want_running = t.server.status == ServerStatus::Running;
-        if observed.is_running() != want_running {
-            return Err(ActionError::failed(format!(
-                "server {} is {} in the inventory but its observer process is {} on host {}",
-                t.server.id,
-                t.server.status,
-                if observed.is_running() {
-                    "running"
-                } else {
-                    "stopped"
-                },
-                t.host.name
-            )));
-        }
-        let servers = inventory::servers_of_cluster(&run.deps.pool, t.cluster.id)
-            .await
-            .map_err(db_err)?;
-        let summary: Vec<String> = servers
-            .iter()
-            .map(|s| format!("{}:{} {}", s.ip, s.sql_port, s.status))
-            .collect();
-        run.log(format!(
-            "cluster {} synced: {}",
-            t.cluster.name,
-            summary.join(", ")
         ))
         .await;
         Ok(())

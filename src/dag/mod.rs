@@ -2,6 +2,7 @@
 //! Pure: a `TaskSpec` becomes a `Plan` (or a clear error) before anything is
 //! written.
 
+pub mod rollout;
 pub mod templates;
 
 use crate::model::Context;
@@ -150,29 +151,85 @@ pub fn plan(spec: &DagSpec) -> Result<Plan, DagError> {
         DagError::Cycle(stuck.iter().map(|&i| spec.nodes[i].name.clone()).collect())
     })?;
 
-    // Expand in topological order; each spec node maps to its copies.
+    // Expand in topological order; each spec node maps to its copies. A
+    // split node after a node split on the same key follows it copy by
+    // copy (one chain per list value); any other edge joins every copy.
     let mut copies: Vec<Vec<usize>> = vec![Vec::new(); spec.nodes.len()];
-    let mut nodes = Vec::new();
-    for &i in &order {
+    let mut expanded: Vec<(usize, PlannedNode)> = Vec::new();
+    for (pos, &i) in order.iter().enumerate() {
         let n = &spec.nodes[i];
-        let upstreams: Vec<usize> = ups[i]
-            .iter()
-            .flat_map(|&j| copies[j].iter().copied())
-            .collect();
         let widths: Vec<i32> = match &n.split_on {
             Some(key) => (0..spec.context.list(key).len() as i32).collect(),
             None => vec![-1],
         };
         for parallel_idx in widths {
-            copies[i].push(nodes.len());
-            nodes.push(PlannedNode {
-                spec: n.clone(),
-                parallel_idx,
-                upstreams: upstreams.clone(),
-            });
+            let upstreams: Vec<usize> = ups[i]
+                .iter()
+                .flat_map(|&j| {
+                    let same_split = n.split_on.is_some() && spec.nodes[j].split_on == n.split_on;
+                    if same_split {
+                        vec![copies[j][parallel_idx as usize]]
+                    } else {
+                        copies[j].clone()
+                    }
+                })
+                .collect();
+            copies[i].push(expanded.len());
+            expanded.push((
+                pos,
+                PlannedNode {
+                    spec: n.clone(),
+                    parallel_idx,
+                    upstreams,
+                },
+            ));
         }
     }
-    Ok(Plan { nodes })
+    Ok(Plan {
+        nodes: branch_major(expanded),
+    })
+}
+
+/// Orders expanded nodes topologically, preferring (parallel index, spec
+/// position): the chain of one split copy comes before the next copy's, so
+/// the engine, which fills free slots in series order, finishes a branch it
+/// started before it starts another (a concurrency limit of N then means N
+/// branches at once, not N steps of any branches).
+fn branch_major(expanded: Vec<(usize, PlannedNode)>) -> Vec<PlannedNode> {
+    let n = expanded.len();
+    let mut remaining: Vec<usize> = expanded.iter().map(|(_, p)| p.upstreams.len()).collect();
+    let mut downs: Vec<Vec<usize>> = vec![Vec::new(); n];
+    for (i, (_, p)) in expanded.iter().enumerate() {
+        for &u in &p.upstreams {
+            downs[u].push(i);
+        }
+    }
+    let key = |i: usize| (expanded[i].1.parallel_idx, expanded[i].0, i);
+    let mut ready: BTreeSet<(i32, usize, usize)> =
+        (0..n).filter(|&i| remaining[i] == 0).map(key).collect();
+    let mut new_index = vec![usize::MAX; n];
+    let mut order = Vec::with_capacity(n);
+    while let Some((_, _, i)) = ready.pop_first() {
+        new_index[i] = order.len();
+        order.push(i);
+        for &d in &downs[i] {
+            remaining[d] -= 1;
+            if remaining[d] == 0 {
+                ready.insert(key(d));
+            }
+        }
+    }
+    // The spec was acyclic, so its expansion is: every node was ordered.
+    let mut slots: Vec<Option<PlannedNode>> = expanded.into_iter().map(|(_, p)| Some(p)).collect();
+    order
+        .into_iter()
+        .filter_map(|i| slots[i].take())
+        .map(|mut p| {
+            p.upstreams = p.upstreams.iter().map(|&u| new_index[u]).collect();
+            p.upstreams.sort_unstable();
+            p
+        })
+        .collect()
 }
 
 /// Kahn's algorithm, ties broken by index so the order is stable. On a cycle
@@ -306,5 +363,38 @@ mod tests {
         assert_eq!(idx, [-1, 0, 1, 2, -1]);
         assert_eq!(p.nodes[2].upstreams, [0]);
         assert_eq!(p.nodes[4].upstreams, [1, 2, 3]);
+    }
+
+    #[test]
+    fn nodes_split_on_one_key_chain_copy_by_copy_in_branch_major_order() {
+        let mut ctx = Context::default();
+        ctx.list_map
+            .insert("ids".into(), vec!["1".into(), "2".into()]);
+        let p = plan(&DagSpec {
+            nodes: vec![
+                NodeSpec::new("a", "x", 1),
+                NodeSpec::new("b", "x", 1).after(&["a"]).split_on("ids"),
+                NodeSpec::new("c", "x", 1).after(&["b"]).split_on("ids"),
+                NodeSpec::new("d", "x", 1).after(&["c"]),
+            ],
+            context: ctx,
+        })
+        .unwrap();
+        let got: Vec<(&str, i32, Vec<usize>)> = p
+            .nodes
+            .iter()
+            .map(|n| (n.spec.name.as_str(), n.parallel_idx, n.upstreams.clone()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("a", -1, vec![]),
+                ("b", 0, vec![0]),
+                ("c", 0, vec![1]),
+                ("b", 1, vec![0]),
+                ("c", 1, vec![3]),
+                ("d", -1, vec![2, 4]),
+            ]
+        );
     }
 }

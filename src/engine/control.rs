@@ -2,7 +2,7 @@
 //! state machine, changes state and notifies, in one transaction. A refused
 //! action changes nothing.
 
-use super::{finish::after_change, Error, Result};
+use super::{finish::after_change, submit::busy, Busy, Error, Result};
 use crate::model::transitions::{self};
 use crate::model::{SubtaskId, SubtaskStatus, TaskId, TaskOperation, TaskStatus};
 use crate::store::{self, subtask::SubtaskRow, task::TaskRow, TaskConflict};
@@ -28,8 +28,8 @@ async fn subtask_of(
     }
 }
 
-/// Sets the task RUNNING again; another RUNNING task on the same target
-/// refuses it.
+/// Sets the task RUNNING again, taking its keys again (by trigger); a key
+/// another RUNNING task holds refuses it (see [`named_holder`]).
 async fn set_running(tx: &mut PgConnection, task: &mut TaskRow, op: TaskOperation) -> Result<()> {
     match store::task::set_state(tx, TaskId(task.id), TaskStatus::Running, op).await {
         Ok(()) => {
@@ -37,10 +37,26 @@ async fn set_running(tx: &mut PgConnection, task: &mut TaskRow, op: TaskOperatio
             task.operation = op;
             Ok(())
         }
-        Err(e) if e.task_conflict() == Some(TaskConflict::TargetBusy) => Err(Error::TargetBusy(
-            task.target_key.clone().unwrap_or_default(),
-        )),
+        Err(e) if e.task_conflict() == Some(TaskConflict::TargetBusy) => {
+            Err(Error::TargetBusy(Busy {
+                key: task.target_key.clone().unwrap_or_default(),
+                holder: None,
+            }))
+        }
         Err(e) => Err(e.into()),
+    }
+}
+
+/// A refusal for a held key names the task that holds it; read once the
+/// refused transaction is gone.
+async fn named_holder<T>(pool: &PgPool, id: TaskId, r: Result<T>) -> Result<T> {
+    match r {
+        Err(Error::TargetBusy(b)) if b.holder.is_none() => {
+            let keys = store::task::held_keys(pool, id).await?;
+            let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+            Err(busy(pool, &keys, Some(id)).await)
+        }
+        other => other,
     }
 }
 
@@ -55,6 +71,10 @@ async fn commit(mut tx: Transaction<'_, Postgres>, task: &mut TaskRow, notify: b
 
 /// Retry a FAILED task: every FAILED subtask runs again (run_time + 1).
 pub async fn retry_task(pool: &PgPool, id: TaskId) -> Result<()> {
+    named_holder(pool, id, retry_task_in(pool, id).await).await
+}
+
+async fn retry_task_in(pool: &PgPool, id: TaskId) -> Result<()> {
     let mut tx = pool.begin().await?;
     let mut task = lock(&mut tx, id).await?;
     transitions::check_task_retry(task.status, task.operation)?;
@@ -66,6 +86,10 @@ pub async fn retry_task(pool: &PgPool, id: TaskId) -> Result<()> {
 /// Roll a FAILED task back: undo every subtask that ran, in reverse
 /// topological order.
 pub async fn rollback_task(pool: &PgPool, id: TaskId) -> Result<()> {
+    named_holder(pool, id, rollback_task_in(pool, id).await).await
+}
+
+async fn rollback_task_in(pool: &PgPool, id: TaskId) -> Result<()> {
     let mut tx = pool.begin().await?;
     let mut task = lock(&mut tx, id).await?;
     let prohibited = task.prohibit_rollback
@@ -80,6 +104,10 @@ pub async fn rollback_task(pool: &PgPool, id: TaskId) -> Result<()> {
 
 /// Retry one FAILED subtask (not while rolling back).
 pub async fn retry_subtask(pool: &PgPool, id: TaskId, subtask: SubtaskId) -> Result<SubtaskRow> {
+    named_holder(pool, id, retry_subtask_in(pool, id, subtask).await).await
+}
+
+async fn retry_subtask_in(pool: &PgPool, id: TaskId, subtask: SubtaskId) -> Result<SubtaskRow> {
     let (subtask_id, subtask) = (subtask, subtask.0);
     let mut tx = pool.begin().await?;
     let mut task = lock(&mut tx, id).await?;
@@ -99,6 +127,10 @@ pub async fn retry_subtask(pool: &PgPool, id: TaskId, subtask: SubtaskId) -> Res
 /// Skip one FAILED subtask: SUCCESSFUL/SKIP, or PENDING/ROLLBACK_SKIP while
 /// rolling back, without running it.
 pub async fn skip_subtask(pool: &PgPool, id: TaskId, subtask: SubtaskId) -> Result<()> {
+    named_holder(pool, id, skip_subtask_in(pool, id, subtask).await).await
+}
+
+async fn skip_subtask_in(pool: &PgPool, id: TaskId, subtask: SubtaskId) -> Result<()> {
     let (subtask_id, subtask) = (subtask, subtask.0);
     let mut tx = pool.begin().await?;
     let mut task = lock(&mut tx, id).await?;

@@ -75,11 +75,29 @@ pub enum Error {
     /// the key (it was deleted in between).
     #[error("no task holds idempotency key {0:?}")]
     KeyedTaskNotFound(String),
-    #[error("{0} already has a RUNNING task")]
-    TargetBusy(String),
+    #[error("{0}")]
+    TargetBusy(Busy),
     /// A run's task ended without an outcome (it panicked or was aborted).
     #[error("a run's task ended without an outcome: {0}")]
     RunLost(#[from] tokio::task::JoinError),
+}
+
+/// A target another RUNNING task holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Busy {
+    /// The key refused, e.g. `server:7`.
+    pub key: String,
+    /// The task holding it, when it was still RUNNING as we looked.
+    pub holder: Option<TaskId>,
+}
+
+impl std::fmt::Display for Busy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.holder {
+            Some(t) => write!(f, "{} is held by RUNNING task {t}", self.key),
+            None => write!(f, "{} already has a RUNNING task", self.key),
+        }
+    }
 }
 
 impl From<sqlx::Error> for Error {

@@ -1,7 +1,7 @@
 //! Submitting a task: validate the DAG, then insert the task, its subtasks
 //! and edges and mark the roots READY, all in one statement.
 
-use super::{finish::input_of, Error, Result};
+use super::{finish::input_of, Busy, Error, Result};
 use crate::dag::{self, DagSpec};
 use crate::model::{Context, TaskId};
 use crate::store::{self, task::NewTask, TaskConflict};
@@ -24,8 +24,9 @@ impl Submitted {
 }
 
 /// Creates a task from any DAG. An invalid DAG is refused before anything
-/// is written; a target that already has a RUNNING task is refused by the
-/// database's unique index, so concurrent requests create at most one.
+/// is written; a task holding a key (its target, or any of `holds`) that a
+/// RUNNING task holds is refused by the database's unique index, so of
+/// conflicting concurrent requests at most one creates a task.
 pub async fn submit(pool: &PgPool, task: &NewTask, spec: &DagSpec) -> Result<Submitted> {
     let plan = dag::plan(spec)?;
     let task = &NewTask {
@@ -47,12 +48,26 @@ pub async fn submit(pool: &PgPool, task: &NewTask, spec: &DagSpec) -> Result<Sub
                     .ok_or_else(|| Error::KeyedTaskNotFound(key.to_string()))?;
                 Ok(Submitted::Existing(TaskId(existing.id)))
             }
-            Some(TaskConflict::TargetBusy) => Err(Error::TargetBusy(
-                task.target_key.clone().unwrap_or_default(),
-            )),
+            Some(TaskConflict::TargetBusy) => Err(busy(pool, &task.held_keys(), None).await),
             _ => Err(Error::Store(e)),
         },
         Err(e) => Err(e),
+    }
+}
+
+/// The refusal of a task wanting `keys`, naming the task that holds one
+/// (read after the refusal: it may have settled since, then none is named).
+pub(super) async fn busy(pool: &PgPool, keys: &[&str], except: Option<TaskId>) -> Error {
+    match store::task::holder_of(pool, keys, except).await {
+        Ok(Some(h)) => Error::TargetBusy(Busy {
+            key: h.target_key,
+            holder: Some(TaskId(h.task_id)),
+        }),
+        Ok(None) => Error::TargetBusy(Busy {
+            key: keys.first().map(|k| k.to_string()).unwrap_or_default(),
+            holder: None,
+        }),
+        Err(e) => e.into(),
     }
 }
 

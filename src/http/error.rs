@@ -69,6 +69,12 @@ impl From<operations::Error> for Error {
             Op::AgentRestarting(_) => {
                 (StatusCode::BAD_REQUEST, code::AGENT_STATE_INVALID, "hostId")
             }
+            Op::ZoneNotFound { .. } => (StatusCode::NOT_FOUND, code::ZONE_NOT_FOUND, "zoneName"),
+            Op::Invalid {
+                field,
+                value,
+                message,
+            } => return Error::invalid("body", field, value, message),
             Op::KeyReused(_) => (
                 StatusCode::UNPROCESSABLE_ENTITY,
                 code::IDEMPOTENCY_KEY_REUSED,
@@ -342,7 +348,10 @@ mod tests {
         });
         assert_eq!(e.status(), StatusCode::NOT_FOUND);
         assert_eq!(e.body().code, code::SUBTASK_NOT_FOUND);
-        let e = Error::from(engine::Error::TargetBusy("server:1".into()));
+        let e = Error::from(engine::Error::TargetBusy(engine::Busy {
+            key: "server:1".into(),
+            holder: Some(crate::model::TaskId(7)),
+        }));
         assert_eq!(e.status(), StatusCode::CONFLICT);
         assert_eq!(e.body().code, code::TARGET_BUSY);
     }

@@ -84,7 +84,7 @@ where
     }
 }
 
-fn check_json_content_type(headers: &axum::http::HeaderMap) -> Result<()> {
+pub(crate) fn check_json_content_type(headers: &axum::http::HeaderMap) -> Result<()> {
     let unsupported = |msg: String| {
         Error::refused(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,

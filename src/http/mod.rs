@@ -5,7 +5,7 @@
 //! [`envelope`] (trace id, span and the envelope around every answer),
 //! [`error`] (the one error type that becomes a response),
 //! [`extract`] (extractors whose rejections are envelopes), one module per
-//! resource ([`ops`], [`tasks`], [`inventory`], [`iam`]), [`openapi`] and
+//! resource ([`ops`], [`fleet`], [`tasks`], [`inventory`], [`iam`]), [`openapi`] and
 //! [`health`].
 //!
 //! Every route but the health probes and `/metrics` is in [`api_routes`],
@@ -20,6 +20,7 @@
 pub mod envelope;
 pub mod error;
 pub mod extract;
+pub mod fleet;
 pub mod health;
 pub mod iam;
 pub mod inventory;
@@ -78,6 +79,7 @@ pub fn api_routes() -> OpenApiRouter<AppState> {
     use auth::{Permission, RequireExt};
     OpenApiRouter::new()
         .merge(ops::routes())
+        .merge(fleet::routes())
         .merge(tasks::routes())
         .merge(inventory::routes())
         .merge(iam::routes())

@@ -29,7 +29,7 @@ use utoipa::{Modify, OpenApi};
     components(schemas(ErrorEnvelope, EmptyEnvelope, ErrorBody, SubError, PageInfo)),
     security(("basic" = [])),
     tags(
-        (name = "operations", description = "Restart, start and stop OBServers; restart host agents"),
+        (name = "operations", description = "Restart, start and stop OBServers; restart host agents; taskd's extensions: restart a cluster zone by zone, restart, start or stop a zone, restart many hosts' agents"),
         (name = "tasks", description = "Task instances and their subtasks"),
         (name = "inventory", description = "Hosts, clusters, zones and servers (reads: any user; writes: ADMIN)"),
         (name = "iam", description = "Users and their roles (ADMIN only)"),

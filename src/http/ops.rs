@@ -223,7 +223,7 @@ pub async fn restart_agent_v2(
 // ---------------------------------------------------------------- the work
 
 /// Runs the operation (see `crate::operations`) and answers with its task.
-async fn operate(
+pub(super) async fn operate(
     state: &AppState,
     ctx: &RequestCtx,
     caller: &Caller,

@@ -166,6 +166,7 @@ pub mod code {
     pub const IDEMPOTENCY_KEY_REUSED: &str = "IDEMPOTENCY_KEY_REUSED";
     pub const CLUSTER_NOT_FOUND: &str = "CLUSTER_NOT_FOUND";
     pub const SERVER_NOT_FOUND: &str = "SERVER_NOT_FOUND";
+    pub const ZONE_NOT_FOUND: &str = "ZONE_NOT_FOUND";
     pub const HOST_NOT_FOUND: &str = "HOST_NOT_FOUND";
     pub const SERVER_STATE_INVALID: &str = "SERVER_STATE_INVALID";
     pub const AGENT_STATE_INVALID: &str = "AGENT_STATE_INVALID";

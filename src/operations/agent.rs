@@ -35,6 +35,9 @@ impl Operation for RestartAgent {
             host_id: Some(host.id),
             server_id: None,
             context: OcpContext::Agent { host_id: host.id }.to_context(),
+            nodes: Template::RestartAgent.nodes(),
+            holds: Vec::new(),
+            max_concurrency: super::MAX_CONCURRENCY,
         })
     }
 }

@@ -18,19 +18,23 @@
 //!   forced restart is how an abnormal one is recovered; servers in a
 //!   transition (STARTING, STOPPING, RESTARTING) are refused;
 //! - an agent restart is refused while the agent is RESTARTING;
-//! - at most one RUNNING task per target, enforced by the database.
+//! - at most one RUNNING task per target key, enforced by the database; a
+//!   zone or cluster task (see [`fleet`]) holds its cluster and each of its
+//!   servers, an agent batch each of its hosts.
 //!
 //! An `Idempotency-Key` seen before returns the first task before any guard
 //! runs; the same key on another operation or target is refused.
 
 mod agent;
+mod fleet;
 mod server;
 
 pub use agent::RestartAgent;
+pub use fleet::{AgentBatch, ClusterRestart, ZoneOperation, MAX_BATCH_HOSTS};
 pub use server::ServerOperation;
 
 use crate::dag::templates::Template;
-use crate::dag::DagSpec;
+use crate::dag::{DagSpec, NodeSpec};
 use crate::engine::{self, Submitted};
 use crate::model::{Context, TaskId, TaskType};
 use crate::store::inventory::ServerStatus;
@@ -39,7 +43,7 @@ use async_trait::async_trait;
 use sqlx::PgPool;
 
 /// Subtasks of one task that may be READY or RUNNING at once.
-const MAX_CONCURRENCY: i32 = 10;
+pub const MAX_CONCURRENCY: i32 = 10;
 
 /// Why an operation was refused or failed.
 #[derive(Debug, thiserror::Error)]
@@ -62,6 +66,15 @@ pub enum Error {
     },
     #[error("the agent of host {0} is already RESTARTING")]
     AgentRestarting(i64),
+    #[error("zone {zone:?} is not in cluster {cluster}")]
+    ZoneNotFound { cluster: i64, zone: String },
+    /// A request field names nothing the operation can work on.
+    #[error("{field}: {message}")]
+    Invalid {
+        field: &'static str,
+        value: serde_json::Value,
+        message: String,
+    },
     /// The Idempotency-Key was used for another operation or target.
     #[error("Idempotency-Key {0:?} was already used for another operation or target")]
     KeyReused(String),
@@ -90,22 +103,37 @@ pub struct Origin {
     pub idempotency_key: Option<String>,
 }
 
-/// The target columns and context of the task an operation creates.
+/// The target columns, context and DAG of the task an operation creates.
 #[derive(Debug, Clone)]
 pub struct Prepared {
     pub cluster_id: Option<i64>,
     pub host_id: Option<i64>,
     pub server_id: Option<i64>,
     pub context: Context,
+    /// The DAG: the template's chain, or a multi-target DAG
+    /// (`crate::dag::rollout`).
+    pub nodes: Vec<NodeSpec>,
+    /// Keys the task holds besides its target key (a zone's servers, its
+    /// cluster, a batch's hosts): any RUNNING task holding one refuses it.
+    pub holds: Vec<String>,
+    /// Subtasks READY or RUNNING at once (an agent batch's parallelism).
+    pub max_concurrency: i32,
 }
 
 /// One of OCP's operations on one target.
 #[async_trait]
 pub trait Operation: Send + Sync {
-    /// The template whose DAG the task runs.
+    /// The template whose steps the task runs.
     fn template(&self) -> Template;
 
-    /// The key at most one RUNNING task may hold, e.g. `server:7`.
+    /// The task's name (the template's, unless the operation runs a
+    /// multi-target DAG of its own).
+    fn task_name(&self) -> &'static str {
+        self.template().task_name()
+    }
+
+    /// The task's own target key, e.g. `server:7`; at most one RUNNING task
+    /// holds a key.
     fn target_key(&self) -> String;
 
     /// The cluster a replay must be in (a CLUSTER_MANAGER of one cluster
@@ -123,14 +151,13 @@ pub trait Operation: Send + Sync {
 /// Runs an operation: the first task of a repeated Idempotency-Key, or the
 /// guards and a new task. Returns the task's id.
 pub async fn submit(pool: &PgPool, origin: Origin, op: &dyn Operation) -> Result<TaskId> {
-    let template = op.template();
     let target_key = op.target_key();
     if let Some(first) = replay(pool, &origin, op, &target_key).await? {
         return Ok(first);
     }
     let prepared = op.prepare(pool).await?;
     let task = NewTask {
-        name: template.task_name().to_string(),
+        name: op.task_name().to_string(),
         task_type: TaskType::Manual,
         creator: origin.creator,
         executor: Some(origin.executor),
@@ -138,13 +165,14 @@ pub async fn submit(pool: &PgPool, origin: Origin, op: &dyn Operation) -> Result
         host_id: prepared.host_id,
         server_id: prepared.server_id,
         target_key: Some(target_key),
+        holds: prepared.holds,
         context: prepared.context,
         prohibit_rollback: false,
-        max_concurrency: MAX_CONCURRENCY,
+        max_concurrency: prepared.max_concurrency,
         trace_id: origin.trace_id,
         idempotency_key: origin.idempotency_key,
     };
-    submit_task(pool, task, template).await
+    submit_task(pool, task, prepared.nodes).await
 }
 
 /// The first task of a repeated Idempotency-Key, if it was for this
@@ -161,7 +189,7 @@ async fn replay(
     match store::task::find_by_idempotency_key(pool, k).await? {
         None => Ok(None),
         Some(t) => {
-            if t.name != op.template().task_name()
+            if t.name != op.task_name()
                 || t.target_key.as_deref() != Some(target_key)
                 || op.cluster().is_some_and(|c| t.cluster_id != Some(c))
             {
@@ -174,9 +202,9 @@ async fn replay(
 
 /// Submits the DAG; a concurrent request with the same Idempotency-Key gets
 /// the first task.
-async fn submit_task(pool: &PgPool, task: NewTask, template: Template) -> Result<TaskId> {
+async fn submit_task(pool: &PgPool, task: NewTask, nodes: Vec<NodeSpec>) -> Result<TaskId> {
     let spec = DagSpec {
-        nodes: template.nodes(),
+        nodes,
         context: task.context.clone(),
     };
     let submitted = match engine::submit(pool, &task, &spec).await {

@@ -32,7 +32,7 @@ impl ServerOperation {
         }
     }
 
-    fn wanted(&self) -> &'static str {
+    pub(super) fn wanted(&self) -> &'static str {
         match (self.template, self.force) {
             (Template::StartObserver, _) => "start needs a STOPPED server",
             (Template::StopObserver, false) => "stop needs a RUNNING server",
@@ -104,6 +104,9 @@ impl Operation for ServerOperation {
                 force: self.force,
             }
             .to_context(),
+            nodes: self.template.nodes(),
+            holds: Vec::new(),
+            max_concurrency: super::MAX_CONCURRENCY,
         })
     }
 }

@@ -101,6 +101,12 @@ pub async fn get_host(ex: impl PgExecutor<'_>, id: i64) -> Result<Option<HostRow
 }
 
 /// One page of hosts by id (page is 0-based) and the total count.
+/// The hosts of `ids` that exist, in id order.
+pub async fn get_hosts(ex: impl PgExecutor<'_>, ids: &[i64]) -> Result<Vec<HostRow>> {
+    let sql = format!("select {HOST_COLUMNS} from host where id = any($1) order by id");
+    Ok(sqlx::query_as(&sql).bind(ids).fetch_all(ex).await?)
+}
+
 pub async fn list_hosts(
     conn: &mut PgConnection,
     page: i64,
@@ -484,6 +490,20 @@ pub async fn get_server_target(
 
 /// Points a host at its agent's URL and marks the agent ONLINE (the demo's
 /// agents listen somewhere new on each start).
+/// Moves a host, and the servers on it, to another IP address (the demo's
+/// `--host-ip`), in one statement.
+pub async fn set_host_address(ex: impl PgExecutor<'_>, id: i64, ip: &str) -> Result<()> {
+    sqlx::query(
+        "with h as (update host set ip = $2, update_time = now() where id = $1) \
+         update ob_server set ip = $2, update_time = now() where host_id = $1",
+    )
+    .bind(id)
+    .bind(ip)
+    .execute(ex)
+    .await?;
+    Ok(())
+}
+
 pub async fn set_host_agent_online(
     ex: impl PgExecutor<'_>,
     id: i64,

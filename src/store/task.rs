@@ -8,8 +8,9 @@ use chrono::{DateTime, Utc};
 use sqlx::types::Json;
 use sqlx::{PgConnection, PgExecutor, Postgres, QueryBuilder};
 
-/// The partial unique index that allows one RUNNING task per target.
-pub const ONE_RUNNING_PER_TARGET: &str = "task_instance_one_running_per_target";
+/// The partial unique index that lets one RUNNING task hold a key (see
+/// `task_target`, migration V9).
+pub const ONE_RUNNING_PER_TARGET: &str = "task_target_one_running_per_key";
 /// The unique constraint on a task's Idempotency-Key.
 pub const IDEMPOTENCY_KEY_INDEX: &str = "task_instance_idempotency_key_key";
 
@@ -55,11 +56,63 @@ pub struct NewTask {
     pub host_id: Option<i64>,
     pub server_id: Option<i64>,
     pub target_key: Option<String>,
+    /// Keys the task holds besides `target_key` while it is RUNNING (a
+    /// zone's servers, its cluster, a batch's hosts); see `task_target`.
+    pub holds: Vec<String>,
     pub context: Context,
     pub prohibit_rollback: bool,
     pub max_concurrency: i32,
     pub trace_id: String,
     pub idempotency_key: Option<String>,
+}
+
+impl NewTask {
+    /// Every key the task holds, its own target first, without repeats.
+    pub fn held_keys(&self) -> Vec<&str> {
+        let mut keys: Vec<&str> = Vec::with_capacity(self.holds.len() + 1);
+        for k in self.target_key.iter().chain(&self.holds) {
+            if !keys.contains(&k.as_str()) {
+                keys.push(k);
+            }
+        }
+        keys
+    }
+}
+
+/// A key that another RUNNING task holds, and that task.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct Holder {
+    pub target_key: String,
+    pub task_id: i64,
+}
+
+/// The RUNNING task (other than `except`) holding one of `keys`, if any.
+pub async fn holder_of(
+    ex: impl PgExecutor<'_>,
+    keys: &[&str],
+    except: Option<TaskId>,
+) -> Result<Option<Holder>> {
+    Ok(sqlx::query_as(
+        "select target_key, task_id from task_target \
+         where running and target_key = any($1) and task_id is distinct from $2 \
+         order by task_id limit 1",
+    )
+    .bind(keys)
+    .bind(except.map(|t| t.0))
+    .fetch_optional(ex)
+    .await?)
+}
+
+/// The keys a task holds (or held), its own target first.
+pub async fn held_keys(ex: impl PgExecutor<'_>, task: TaskId) -> Result<Vec<String>> {
+    Ok(sqlx::query_scalar(
+        "select k.target_key from task_target k join task_instance t on t.id = k.task_id \
+         where k.task_id = $1 \
+         order by k.target_key is distinct from t.target_key, k.target_key",
+    )
+    .bind(task.0)
+    .fetch_all(ex)
+    .await?)
 }
 
 /// A planned DAG as the column arrays that `insert` unnests, borrowed from
@@ -115,9 +168,11 @@ impl<'a> PlanColumns<'a> {
     }
 }
 
-/// Inserts a task with its planned subtasks and edges and wakes the
-/// workers, in one statement: nothing is visible until it all is, and the
-/// roots' READY time is taken one round trip before the commit. Subtasks
+/// Inserts a task with its planned subtasks and edges, takes its keys in
+/// `task_target` and wakes the workers, in one statement: nothing is
+/// visible until it all is, a key another RUNNING task holds refuses it all
+/// (unique violation of [`ONE_RUNNING_PER_TARGET`]), and the roots' READY time is
+/// taken one round trip before the commit. Subtasks
 /// with an input in `ready` start READY with it, the rest PENDING.
 pub async fn insert(
     ex: impl PgExecutor<'_>,
@@ -150,6 +205,9 @@ pub async fn insert(
              from unnest($25::int[], $26::int[]) as x(u, d) \
              join s su on su.series_id = x.u \
              join s sd on sd.series_id = x.d \
+         ), h as ( \
+             insert into task_target (task_id, target_key, running) \
+             select t.id, k, true from t, unnest($28::text[]) as k \
          ) \
          select t.id from t, (select pg_notify($27, '')) n",
     )
@@ -180,6 +238,7 @@ pub async fn insert(
     .bind(&c.edge_ups)
     .bind(&c.edge_downs)
     .bind(super::READY_CHANNEL)
+    .bind(t.held_keys())
     .fetch_one(ex)
     .await?;
     Ok(TaskId(id))

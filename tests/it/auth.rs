@@ -140,6 +140,11 @@ fn admitted(method: &Method, path: &str) -> Vec<Role> {
         p if p.starts_with("/api/v2/ob/clusters/{id}/servers/{serverId}/") => {
             vec![ClusterManager]
         }
+        p if p == "/api/v2/ob/clusters/{id}/restart"
+            || p.starts_with("/api/v2/ob/clusters/{id}/zones/{zoneName}/") =>
+        {
+            vec![ClusterManager]
+        }
         p if p.ends_with("/agent/restart") => vec![HostManager],
         p if p.starts_with("/api/v2/tasks/") && get => vec![TaskViewer],
         p if p.starts_with("/api/v2/tasks/") => vec![TaskManager],

@@ -17,6 +17,12 @@ async fn demo_runs_an_operation_and_stops_cleanly() {
         .env("DATABASE_URL", &db.url)
         .env("TASKD_LISTEN", "127.0.0.1:0")
         .env("TASKD_DEMO_AGENT_PORT", port.to_string())
+        // Addresses of their own, so concurrent runs (or a demo) never meet.
+        .env(
+            "TASKD_DEMO_HOST_IP",
+            format!("127.{}.{}.2", rand::random::<u8>(), rand::random::<u8>()),
+        )
+        .env("TASKD_DEMO_OBSERVER_PORT", (port - 1000).to_string())
         .env("TASKD_DEMO_STATE_DIR", &state)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())

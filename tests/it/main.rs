@@ -18,6 +18,7 @@ mod console;
 mod demo;
 mod deploy;
 mod engine;
+mod fleet;
 mod hostile;
 mod http_api;
 mod http_ops;

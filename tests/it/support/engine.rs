@@ -34,6 +34,7 @@ pub fn new_task(name: &str) -> NewTask {
         host_id: None,
         server_id: None,
         target_key: None,
+        holds: Vec::new(),
         context: Context::default(),
         prohibit_rollback: false,
         max_concurrency: 10,
