@@ -312,6 +312,7 @@ pub async fn run(
     );
     println!("  agent state and logs: {}", dir.display());
     println!("  user: {admin}, password: {password}");
+    println!("  console: {base}/console (sign in as {admin})");
     println!();
     println!("Try:");
     println!("  curl -s -u {admin}:{password} -X POST {base}/api/v2/ob/clusters/{cluster}/servers/{server}/restart");

@@ -12,6 +12,7 @@
 //! - [`cli`]: subcommands and what each runs.
 //! - [`client`]: `taskd tasks` and `taskd ops`, a client of the REST API.
 //! - [`config`]: settings from flags and environment.
+//! - [`console`]: the operator console in the browser, its sessions and assets.
 //! - `demo`: `taskd demo`, agents and a demo inventory in one command.
 //! - [`db`]: connection pool and advisory-locked migrations.
 //! - [`metrics`]: Prometheus metrics of the process.
@@ -43,6 +44,7 @@ mod bench;
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod console;
 pub mod dag;
 pub mod db;
 mod demo;

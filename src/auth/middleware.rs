@@ -33,6 +33,10 @@ pub async fn authenticate(
     mut req: Request,
     next: Next,
 ) -> Response {
+    // Already authenticated by an earlier layer (the console's session).
+    if req.extensions().get::<Principal>().is_some() {
+        return next.run(req).await;
+    }
     let client = client_ip(&req);
     let outcome = auth
         .authenticate(req.headers().get(AUTHORIZATION), client)

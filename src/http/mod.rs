@@ -11,7 +11,9 @@
 //! Every route but the health probes and `/metrics` is in [`api_routes`],
 //! which [`router`] wraps in the authentication middleware (HTTP Basic, see
 //! `crate::auth`); each route then states the permission it needs with
-//! `.require(..)`. `/healthz` and `/readyz` are open; `/metrics` is open
+//! `.require(..)`. The console's session layer (`crate::console::session`)
+//! runs before HTTP Basic, so a console session is an alternative to it;
+//! the console's page, assets and sign-in are open. `/healthz` and `/readyz` are open; `/metrics` is open
 //! unless `AuthConfig::metrics_auth`, which makes it need any authenticated
 //! user.
 
@@ -99,9 +101,17 @@ pub fn router(state: AppState) -> Router {
     // The 405 fallback goes on before the layer, so that a wrong method on
     // an API route is refused only after authentication too (layered()
     // leaves a fallback already set as it is).
+    // The console's session cookie is an alternative to HTTP Basic: its
+    // layer runs first and, when it authenticates, Basic is not asked for.
     let routes = Router::from(api_routes())
+        .merge(crate::console::api_routes())
         .method_not_allowed_fallback(error::method_not_allowed)
         .layer(authenticate())
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::console::session::authenticate,
+        ))
+        .merge(crate::console::public_routes())
         .merge(Router::from(health::routes()))
         .merge(metrics);
     layered(routes, state)

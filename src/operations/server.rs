@@ -19,8 +19,8 @@ pub struct ServerOperation {
 }
 
 impl ServerOperation {
-    /// The server states this operation accepts.
-    pub(super) fn accepts(&self, status: ServerStatus) -> bool {
+    /// The server states this operation accepts (the console asks too).
+    pub fn accepts(&self, status: ServerStatus) -> bool {
         use ServerStatus::*;
         match self.template {
             Template::StartObserver => status == Stopped,

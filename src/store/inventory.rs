@@ -516,3 +516,19 @@ pub async fn set_host_agent_online(
         .await?;
     Ok(())
 }
+
+/// The task target key of every host and server (`host:{id}`,
+/// `server:{id}`).
+pub async fn target_keys(ex: impl PgExecutor<'_>) -> Result<Vec<String>> {
+    Ok(sqlx::query_scalar(
+        "select 'host:' || id from host union all select 'server:' || id from ob_server",
+    )
+    .fetch_all(ex)
+    .await?)
+}
+
+/// Every server, by cluster then id.
+pub async fn all_servers(ex: impl PgExecutor<'_>) -> Result<Vec<ServerRow>> {
+    let sql = format!("select {SERVER_COLUMNS} from ob_server order by cluster_id, id");
+    Ok(sqlx::query_as(&sql).fetch_all(ex).await?)
+}

@@ -34,3 +34,29 @@ pub async fn lines(
     .fetch_all(ex)
     .await?)
 }
+
+/// One run of a subtask as its log shows it: when its first and last lines
+/// were written, how many there are, and its opening (separator) line.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct RunSpan {
+    pub subtask_id: i64,
+    pub run_time: i32,
+    pub first_time: chrono::DateTime<chrono::Utc>,
+    pub last_time: chrono::DateTime<chrono::Utc>,
+    pub lines: i64,
+    pub opening: String,
+}
+
+/// The runs of the given subtasks, by subtask and run_time.
+pub async fn runs(ex: impl PgExecutor<'_>, subtasks: &[i64]) -> Result<Vec<RunSpan>> {
+    Ok(sqlx::query_as(
+        "select l.subtask_id, l.run_time, min(l.log_time) as first_time, \
+                max(l.log_time) as last_time, count(*) as lines, \
+                (array_agg(l.line order by l.id))[1] as opening \
+         from subtask_log l where l.subtask_id = any($1) \
+         group by l.subtask_id, l.run_time order by l.subtask_id, l.run_time",
+    )
+    .bind(subtasks)
+    .fetch_all(ex)
+    .await?)
+}

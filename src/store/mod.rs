@@ -6,6 +6,7 @@ pub mod bench_history;
 pub mod history;
 pub mod inventory;
 pub mod log;
+pub mod session;
 pub mod subtask;
 pub mod task;
 pub mod user;

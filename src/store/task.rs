@@ -584,3 +584,27 @@ pub async fn explain_list(
         .await?;
     Ok((page.0, count.0))
 }
+
+/// The latest `per` tasks (by id) of each target key (`server:{id}`,
+/// `host:{id}`), newest first within a key.
+pub async fn latest_by_target(
+    ex: impl PgExecutor<'_>,
+    keys: &[String],
+    per: i64,
+) -> Result<Vec<TaskRow>> {
+    let cols = COLUMNS
+        .split(", ")
+        .map(|c| format!("t.{}", c.trim()))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let sql = format!(
+        "select {cols} from unnest($1::text[]) as k (key) cross join lateral ( \
+             select * from task_instance i where i.target_key = k.key order by i.id desc limit $2 \
+         ) t order by t.target_key, t.id desc"
+    );
+    Ok(sqlx::query_as(&sql)
+        .bind(keys)
+        .bind(per)
+        .fetch_all(ex)
+        .await?)
+}

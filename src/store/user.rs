@@ -27,7 +27,8 @@ pub struct UserRow {
 }
 
 /// The columns of [`UserRow`], from `iam_user u` and its grants.
-const USER_COLUMNS: &str = "u.id, u.name, u.password_hash, u.create_time, u.update_time, \
+pub(crate) const USER_COLUMNS: &str =
+    "u.id, u.name, u.password_hash, u.create_time, u.update_time, \
      coalesce((select json_agg(json_build_object('role', r.role, 'cluster_id', r.cluster_id) \
                                order by r.role, r.cluster_id nulls first) \
                from iam_user_role r where r.user_id = u.id), '[]'::json) as grants";
