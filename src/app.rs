@@ -126,8 +126,13 @@ pub async fn run_until_signalled(
 
 /// Applies the migrations and opens the pool of `db`.
 pub async fn open_database(db: &DbArgs) -> anyhow::Result<PgPool> {
-    db::migrate(&db.database_url).await?;
-    Ok(db::connect(&db.database_url, db.db_max_connections).await?)
+    let at = || crate::report::database_at(&db.database_url);
+    db::migrate(&db.database_url)
+        .await
+        .with_context(|| format!("cannot apply the migrations to {}", at()))?;
+    db::connect(&db.database_url, db.db_max_connections)
+        .await
+        .with_context(|| format!("cannot connect to {}", at()))
 }
 
 /// Creates the first admin when `--admin-user` and `--admin-password` say

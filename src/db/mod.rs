@@ -23,7 +23,13 @@ pub enum Error {
     Migrate(#[from] refinery::Error),
     #[error(transparent)]
     Sqlx(#[from] sqlx::Error),
+    #[error("no answer within {} s", .0.as_secs())]
+    Timeout(Duration),
 }
+
+/// How long connecting to PostgreSQL may take before a command gives up
+/// (a server that never answers would otherwise hang `taskd migrate`).
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -31,9 +37,12 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// Concurrent callers serialize on an advisory lock, so two replicas
 /// starting together both succeed.
 pub async fn migrate(database_url: &str) -> Result<()> {
-    ensure_database(database_url).await?;
-    let config =
+    tokio::time::timeout(CONNECT_TIMEOUT, ensure_database(database_url))
+        .await
+        .map_err(|_| Error::Timeout(CONNECT_TIMEOUT))??;
+    let mut config =
         tokio_postgres::Config::from_str(database_url).map_err(|e| Error::Url(e.to_string()))?;
+    config.connect_timeout(CONNECT_TIMEOUT);
     let (mut client, connection) = config.connect(tokio_postgres::NoTls).await?;
     let driver = tokio::spawn(async move {
         if let Err(e) = connection.await {

@@ -111,3 +111,26 @@ async fn a_bad_listen_address_is_refused_before_the_database_is_touched() {
             .expect("query");
     assert!(!exists, "the database was not created");
 }
+
+#[test]
+fn a_database_that_never_answers_is_given_up_on_with_its_name() {
+    // Accepts connections and never says a word.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = silent.local_addr().expect("addr").port();
+    let holder = std::thread::spawn(move || {
+        let held: Vec<_> = silent.incoming().take(4).flatten().collect();
+        std::thread::sleep(std::time::Duration::from_secs(30));
+        drop(held);
+    });
+    let url = format!("postgres://postgres@127.0.0.1:{port}/taskd");
+    let out = taskd(&["migrate", "--database-url", &url], &[]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert_eq!(
+        stderr(&out),
+        format!(
+            "taskd: cannot apply the migrations to PostgreSQL at 127.0.0.1:{port}, database taskd: \
+             no answer within 10 s\n"
+        )
+    );
+    drop(holder);
+}
