@@ -106,8 +106,17 @@ async fn the_verdict_is_fenced_on_the_heartbeat_the_sweeper_watched() {
     // The sweeper read this heartbeat; the worker heartbeats before the
     // sweeper writes its verdict: the verdict changes nothing.
     let seen = heartbeat_of(&db, &a).await;
-    tokio::time::sleep(Duration::from_millis(5)).await;
-    assert!(a.heartbeat().await.unwrap());
+    // Heartbeat until the stored value has moved on (two heartbeats within
+    // one clock tick would store the same time).
+    wait_for(
+        "the heartbeat to advance",
+        Duration::from_secs(5),
+        || async {
+            assert!(a.heartbeat().await.unwrap());
+            (heartbeat_of(&db, &a).await != seen).then_some(())
+        },
+    )
+    .await;
     assert_eq!(sweeper.recover_worker(a.id(), seen).await.unwrap(), None);
     assert_eq!(row(&db, sub).await.status, S::Running);
     assert!(a.heartbeat().await.unwrap(), "the worker is still alive");
