@@ -31,6 +31,33 @@ pub fn own_ip() -> IpAddr {
     ))
 }
 
+/// A reference agent's settings for a test: a state directory of its own
+/// (named after `test`), the stand-in observer from this build, stopped
+/// processes at shutdown.
+pub fn test_agent_config(test: &str) -> (std::path::PathBuf, AgentConfig) {
+    let dir = std::env::temp_dir().join(format!(
+        "taskd-{test}-it-{}-{:08x}",
+        std::process::id(),
+        rand::random::<u32>()
+    ));
+    let mut cfg = AgentConfig::new(&dir);
+    cfg.on_shutdown = OnShutdown::Stop;
+    cfg.standin_exe = std::path::PathBuf::from(env!("CARGO_BIN_EXE_taskd"));
+    cfg.stop_timeout = Duration::from_secs(3);
+    (dir, cfg)
+}
+
+/// Registers host `host-{i}` at `ip` with `agent` over the API; its id.
+pub async fn register_host(app: &TestApp, i: usize, ip: IpAddr, agent: &RunningAgent) -> i64 {
+    let a = app
+        .post_json(
+            "/api/v2/compute/hosts",
+            &json!({"name": format!("host-{i}"), "ip": ip.to_string(), "agentUrl": agent.url()}),
+        )
+        .await;
+    a.ok()["id"].as_i64().expect("host id")
+}
+
 /// The inventory and agents of one test: `n` hosts each with its agent and
 /// one server in its own zone of cluster "protoss", and a worker running the
 /// standard registry.
@@ -55,28 +82,14 @@ impl World {
         let (mut agents, mut dirs, mut clients, mut hosts) = (vec![], vec![], vec![], vec![]);
         for i in 0..statuses.len() {
             let ip = own_ip();
-            let dir = std::env::temp_dir().join(format!(
-                "taskd-actions-it-{}-{:08x}",
-                std::process::id(),
-                rand::random::<u32>()
-            ));
-            let mut cfg = AgentConfig::new(&dir);
-            cfg.on_shutdown = OnShutdown::Stop;
-            cfg.standin_exe = std::path::PathBuf::from(env!("CARGO_BIN_EXE_taskd"));
-            cfg.stop_timeout = Duration::from_secs(3);
+            let (dir, mut cfg) = test_agent_config("actions");
             if i == 0 {
                 cfg.observer_cmd = observer_cmd.map(str::to_string);
             }
             let agent = spawn_agent(cfg, SocketAddr::new(ip, 0))
                 .await
                 .expect("an agent");
-            let a = app
-                .post_json(
-                    "/api/v2/compute/hosts",
-                    &json!({"name": format!("host-{i}"), "ip": ip.to_string(), "agentUrl": agent.url()}),
-                )
-                .await;
-            hosts.push(a.ok()["id"].as_i64().expect("host id"));
+            hosts.push(register_host(&app, i, ip, &agent).await);
             clients.push(agent.client(http.clone()));
             agents.push(Some(agent));
             dirs.push(dir);

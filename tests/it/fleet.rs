@@ -4,7 +4,7 @@
 //! rollback. Timing claims (overlap within a zone, zones in sequence, the
 //! batch's concurrency limit) are read from the agents' own records.
 
-use crate::actions::{own_ip, SQL_PORT};
+use crate::actions::{own_ip, register_host, test_agent_config, SQL_PORT};
 use crate::app::TestApp;
 use crate::support::engine::fast_cfg;
 use crate::support::wait_for;
@@ -15,8 +15,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 use taskd::actions::Registry;
 use taskd::agent::{
-    kill_recorded_processes, spawn_agent, AgentClient, AgentConfig, CallRecord, FaultSpec,
-    OnShutdown, Operation, RunningAgent, StartObserver,
+    kill_recorded_processes, spawn_agent, AgentClient, CallRecord, FaultSpec, Operation,
+    RunningAgent, StartObserver,
 };
 use taskd::engine::Worker;
 use tokio_util::sync::CancellationToken;
@@ -46,25 +46,11 @@ impl Fleet {
         let (mut agents, mut dirs, mut clients, mut ids) = (vec![], vec![], vec![], vec![]);
         for i in 0..hosts {
             let ip = own_ip();
-            let dir = std::env::temp_dir().join(format!(
-                "taskd-fleet-it-{}-{:08x}",
-                std::process::id(),
-                rand::random::<u32>()
-            ));
-            let mut cfg = AgentConfig::new(&dir);
-            cfg.on_shutdown = OnShutdown::Stop;
-            cfg.standin_exe = std::path::PathBuf::from(env!("CARGO_BIN_EXE_taskd"));
-            cfg.stop_timeout = Duration::from_secs(3);
+            let (dir, cfg) = test_agent_config("fleet");
             let agent = spawn_agent(cfg, SocketAddr::new(ip, 0))
                 .await
                 .expect("an agent");
-            let a = app
-                .post_json(
-                    "/api/v2/compute/hosts",
-                    &json!({"name": format!("host-{i}"), "ip": ip.to_string(), "agentUrl": agent.url()}),
-                )
-                .await;
-            ids.push(a.ok()["id"].as_i64().expect("host id"));
+            ids.push(register_host(&app, i, ip, &agent).await);
             clients.push(agent.client(http.clone()));
             agents.push(agent);
             dirs.push(dir);
