@@ -17,6 +17,7 @@ use tokio::process::{Child, Command};
 
 mod history;
 mod retention;
+mod shape;
 
 #[derive(Debug, Clone, Args)]
 pub struct BenchArgs {
@@ -28,15 +29,28 @@ pub struct BenchArgs {
     )]
     pub database_url: String,
 
-    /// Scenarios to run, comma-separated: flat, dag, latency, api, pgbench,
-    /// history, prune, retention (these three are not in the default list:
-    /// they build a large history first, or run for minutes).
+    /// Scenarios to run, comma-separated: flat, dag, wide, big, latency, api,
+    /// pgbench, history, prune, retention (these three are not in the
+    /// default list: they build a large history first, or run for minutes).
     #[arg(
         long,
         env = "TASKD_BENCH_SCENARIOS",
-        default_value = "flat,dag,latency,api,pgbench"
+        default_value = "flat,dag,wide,big,latency,api,pgbench"
     )]
     pub scenarios: String,
+
+    /// Parallel copies of the one task of the wide scenario.
+    #[arg(long, env = "TASKD_BENCH_WIDE_COPIES", default_value_t = 10_000)]
+    pub wide_copies: usize,
+
+    /// Nodes of the one task of the big scenario.
+    #[arg(long, env = "TASKD_BENCH_BIG_NODES", default_value_t = 50_000)]
+    pub big_nodes: usize,
+
+    /// Timed single finishes of the big task (and of 11-node tasks) in the
+    /// big scenario.
+    #[arg(long, env = "TASKD_BENCH_BIG_FINISHES", default_value_t = 200)]
+    pub big_finishes: usize,
 
     /// One-subtask no-op tasks in the flat scenario.
     #[arg(long, env = "TASKD_BENCH_TASKS", default_value_t = 5000)]
@@ -535,6 +549,12 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             "commits_per_subtask": round2((c1 - c0) as f64 / n.max(1) as f64),
             "worker_peak_rss_mib": rss,
         }));
+    }
+    if scenarios.contains(&"wide") {
+        shape::wide(&args, &pool, &url, args.wide_copies, dag_rate).await?;
+    }
+    if scenarios.contains(&"big") {
+        shape::big(&pool, args.big_nodes, args.big_finishes).await?;
     }
     if scenarios.contains(&"latency") {
         let workers = Workers::start(&args, &url).await?;

@@ -89,6 +89,15 @@ pub async fn task_status(pool: &PgPool, id: TaskId) -> Result<String> {
     )
 }
 
+/// Deletes a task with its subtasks, edges and logs.
+pub async fn delete_task(pool: &PgPool, id: TaskId) -> Result<()> {
+    sqlx::query("delete from task_instance where id = $1")
+        .bind(id.0)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
 /// Inserts finished history: `k` subtasks, one SUCCESSFUL task per 10,
 /// each a chain.
 pub async fn insert_history(pool: &PgPool, k: i64) -> Result<()> {
