@@ -60,9 +60,11 @@ async fn named_holder<T>(pool: &PgPool, id: TaskId, r: Result<T>) -> Result<T> {
     }
 }
 
-async fn commit(mut tx: Transaction<'_, Postgres>, task: &mut TaskRow, notify: bool) -> Result<()> {
+/// Fills the task's free slots (or settles it), wakes the workers if that
+/// made subtasks READY, and commits.
+async fn commit(mut tx: Transaction<'_, Postgres>, task: &mut TaskRow) -> Result<()> {
     let promoted = after_change(&mut tx, std::slice::from_mut(task)).await?;
-    if notify || promoted {
+    if promoted {
         store::notify_ready(&mut tx).await?;
     }
     tx.commit().await?;
@@ -80,7 +82,7 @@ async fn retry_task_in(pool: &PgPool, id: TaskId) -> Result<()> {
     transitions::check_task_retry(task.status, task.operation)?;
     set_running(&mut tx, &mut task, TaskOperation::Retry).await?;
     store::subtask::requeue_failed(&mut tx, id, None).await?;
-    commit(tx, &mut task, false).await
+    commit(tx, &mut task).await
 }
 
 /// Roll a FAILED task back: undo every subtask that ran, in reverse
@@ -98,8 +100,9 @@ async fn rollback_task_in(pool: &PgPool, id: TaskId) -> Result<()> {
             && store::subtask::rollback_prohibited(&mut tx, id).await?);
     transitions::check_task_rollback(task.status, task.operation, prohibited)?;
     set_running(&mut tx, &mut task, TaskOperation::Rollback).await?;
-    let ready = store::subtask::start_rollback(&mut tx, id).await?;
-    commit(tx, &mut task, ready > 0).await
+    // Queued for their turns; `commit` starts those the slots allow.
+    store::subtask::start_rollback(&mut tx, id).await?;
+    commit(tx, &mut task).await
 }
 
 /// Retry one FAILED subtask (not while rolling back).
@@ -115,7 +118,7 @@ async fn retry_subtask_in(pool: &PgPool, id: TaskId, subtask: SubtaskId) -> Resu
     transitions::check_subtask_retry(task.operation, sub.status)?;
     set_running(&mut tx, &mut task, TaskOperation::Retry).await?;
     store::subtask::requeue_failed(&mut tx, id, Some(subtask)).await?;
-    commit(tx, &mut task, false).await?;
+    commit(tx, &mut task).await?;
     store::subtask::get(pool, subtask)
         .await?
         .ok_or(Error::SubtaskNotFound {
@@ -139,13 +142,12 @@ async fn skip_subtask_in(pool: &PgPool, id: TaskId, subtask: SubtaskId) -> Resul
     let op_now = task.operation;
     set_running(&mut tx, &mut task, op_now).await?;
     store::subtask::skip(&mut tx, subtask, status, op).await?;
-    let notify = if status == SubtaskStatus::Successful {
+    if status == SubtaskStatus::Successful {
         store::subtask::decrement_downstreams(&mut tx, &[subtask]).await?;
-        false
     } else {
-        store::subtask::rollback_upstreams(&mut tx, subtask).await? > 0
-    };
-    commit(tx, &mut task, notify).await
+        store::subtask::rollback_upstreams(&mut tx, subtask).await?;
+    }
+    commit(tx, &mut task).await
 }
 
 /// Cancel one RUNNING subtask: it becomes CANCELING and its worker is told
@@ -160,7 +162,7 @@ pub async fn cancel_subtask(pool: &PgPool, id: TaskId, subtask: SubtaskId) -> Re
     // The claim takes no task lock: a READY row may be claimed meanwhile,
     // then it is RUNNING and is cancelled as such.
     if sub.status == SubtaskStatus::Ready && store::subtask::cancel_ready(&mut tx, subtask).await? {
-        return commit(tx, &mut task, false).await;
+        return commit(tx, &mut task).await;
     }
     if store::subtask::mark_canceling(&mut tx, subtask)
         .await?

@@ -201,8 +201,10 @@ pub(crate) async fn finish_in(
         changed.insert(f.task_id);
         count(f, end.status);
         match end.status {
+            // Its upstreams may now be queued for their turn, which
+            // `after_change` gives them within the free slots.
             SubtaskStatus::Pending => {
-                notify |= store::subtask::rollback_upstreams(&mut *tx, run.id).await? > 0;
+                store::subtask::rollback_upstreams(&mut *tx, run.id).await?;
             }
             SubtaskStatus::Ready => notify = true,
             _ => {}
@@ -331,8 +333,12 @@ pub(crate) fn input_of(mut merged: Context, parallel_idx: i32) -> Context {
 }
 
 /// After any change to RUNNING tasks' subtasks: fill free concurrency slots
-/// with subtasks whose upstreams are done, then settle each task that has
-/// nothing left to run. Returns true when subtasks became READY.
+/// (the task's `max_concurrency` less its active count, kept by the
+/// database) with subtasks whose upstreams are done, or, rolling back, with
+/// subtasks queued for their rollback turn; then settle each task that has
+/// nothing active left. Reads only as many waiting rows as there are free
+/// slots; a task's subtasks are counted only when it may settle. Returns
+/// true when subtasks became READY.
 pub(crate) async fn after_change(conn: &mut PgConnection, tasks: &mut [TaskRow]) -> Result<bool> {
     let running: Vec<i64> = tasks
         .iter()
@@ -342,33 +348,58 @@ pub(crate) async fn after_change(conn: &mut PgConnection, tasks: &mut [TaskRow])
     if running.is_empty() {
         return Ok(false);
     }
-    let mut counts = store::subtask::status_counts(conn, &running).await?;
-    let (mut slot_tasks, mut slot_free) = (Vec::new(), Vec::new());
-    for t in tasks.iter() {
-        let c = counts.get(&t.id).copied().unwrap_or_default();
-        let free = i64::from(t.max_concurrency) - c.active();
-        if t.status == TaskStatus::Running
-            && t.operation != TaskOperation::Rollback
-            && c.pending > 0
-            && free > 0
-        {
-            slot_tasks.push(t.id);
-            slot_free.push(free);
+    let mut active: HashMap<i64, i64> = store::task::active_counts(conn, &running)
+        .await?
+        .into_iter()
+        .map(|(id, a)| (id, i64::from(a)))
+        .collect();
+    let (mut exec, mut exec_free, mut undo, mut undo_free) = (vec![], vec![], vec![], vec![]);
+    for t in tasks.iter().filter(|t| t.status == TaskStatus::Running) {
+        let free = i64::from(t.max_concurrency) - active.get(&t.id).copied().unwrap_or(0);
+        if free <= 0 {
+            continue;
+        }
+        if t.operation == TaskOperation::Rollback {
+            undo.push(t.id);
+            undo_free.push(free);
+        } else {
+            exec.push(t.id);
+            exec_free.push(free);
         }
     }
     let mut promoted = false;
-    if !slot_tasks.is_empty() {
-        let waiting = store::subtask::waiting_for_slots(conn, &slot_tasks, &slot_free).await?;
-        for (task, ready, failed) in promote(conn, tasks, waiting).await? {
-            let c = counts.entry(task).or_default();
-            c.pending -= ready + failed;
-            c.ready += ready;
-            c.failed += failed;
+    if !exec.is_empty() {
+        let waiting = store::subtask::waiting_for_slots(conn, &exec, &exec_free).await?;
+        for (task, ready, _failed) in promote(conn, tasks, waiting).await? {
+            *active.entry(task).or_default() += ready;
             promoted |= ready > 0;
         }
     }
+    if !undo.is_empty() {
+        let queued = store::subtask::queued_rollbacks(conn, &undo, &undo_free).await?;
+        let (ids, run_times): (Vec<i64>, Vec<i32>) =
+            queued.iter().map(|&(id, _, rt)| (id, rt)).unzip();
+        for task in store::subtask::take_rollback_turns(conn, &ids, &run_times).await? {
+            *active.entry(task).or_default() += 1;
+            promoted = true;
+        }
+    }
+    // Only a task with nothing active can settle: count just those.
+    let idle: Vec<i64> = running
+        .iter()
+        .copied()
+        .filter(|id| active.get(id).copied().unwrap_or(0) <= 0)
+        .collect();
+    let counts = if idle.is_empty() {
+        HashMap::new()
+    } else {
+        store::subtask::status_counts(conn, &idle).await?
+    };
     let (mut settled, mut statuses) = (Vec::new(), Vec::new());
-    for t in tasks.iter_mut().filter(|t| t.status == TaskStatus::Running) {
+    for t in tasks
+        .iter_mut()
+        .filter(|t| t.status == TaskStatus::Running && idle.contains(&t.id))
+    {
         let c = counts.get(&t.id).copied().unwrap_or_default();
         if let Some(status) = transitions::settle(t.operation, c) {
             t.status = status;

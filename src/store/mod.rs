@@ -86,11 +86,67 @@ pub const READY_CHANNEL: &str = "taskd_ready";
 /// payload is the subtask id.
 pub const CANCEL_CHANNEL: &str = "taskd_cancel";
 
-/// Sends the wake-up hint to idle workers; delivered when the caller's
+/// How a commit that makes subtasks READY wakes the workers (setting
+/// `TASKD_NOTIFY`, read once per process).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wake {
+    /// Notify only while some worker is idle (marked so in `worker.idle`):
+    /// no notification, and no cluster-wide notify lock in the commit,
+    /// while every worker is busy. The default.
+    Idle,
+    /// Notify on every such commit.
+    Always,
+    /// Never notify: idle workers find new work by polling alone.
+    Off,
+}
+
+impl Wake {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Wake::Idle => "idle",
+            Wake::Always => "always",
+            Wake::Off => "off",
+        }
+    }
+}
+
+impl std::str::FromStr for Wake {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "idle" => Ok(Wake::Idle),
+            "always" => Ok(Wake::Always),
+            "off" => Ok(Wake::Off),
+            other => Err(format!(
+                "unknown notify mode {other:?}; expected idle, always or off"
+            )),
+        }
+    }
+}
+
+static WAKE: std::sync::OnceLock<Wake> = std::sync::OnceLock::new();
+
+/// This process's wake-up mode: `TASKD_NOTIFY` (idle, always or off;
+/// idle when unset or not one of these, with a warning).
+pub fn wake_mode() -> Wake {
+    *WAKE.get_or_init(|| match std::env::var("TASKD_NOTIFY") {
+        Err(_) => Wake::Idle,
+        Ok(v) => v.parse().unwrap_or_else(|e: String| {
+            tracing::warn!(error = %e, "TASKD_NOTIFY ignored; notifying idle workers");
+            Wake::Idle
+        }),
+    })
+}
+
+/// Wakes idle workers as [`wake_mode`] says; delivered when the caller's
 /// transaction commits, and collapsed with its duplicates.
 pub async fn notify_ready(conn: &mut sqlx::PgConnection) -> Result<()> {
-    sqlx::query("select pg_notify($1, '')")
-        .bind(READY_CHANNEL)
+    if wake_mode() == Wake::Off {
+        return Ok(());
+    }
+    sqlx::query("select taskd_wake($1)")
+        .bind(wake_mode().as_str())
         .execute(conn)
         .await?;
     Ok(())

@@ -369,7 +369,10 @@ pub async fn end_and_promote(
              select v.id, v.rt, '[ERROR] run ' || v.rt || ' failed: ' || v.err \
              from v join e on e.id = v.id where v.err is not null \
          ), t as materialized ( \
-             select * from unnest($10::bigint[], $11::int[]) as t(id, max_conc) \
+             select t.id, t.max_conc, ti.active \
+             from unnest($10::bigint[], $11::int[]) as t(id, max_conc) \
+             cross join lateral (select ti.active from task_instance ti \
+                 where ti.id = t.id offset 0) ti \
          ), dec as ( \
              select d.downstream_id as id, count(*)::int as n, (array_agg(e.context))[1] as upctx \
              from e cross join lateral (select ed.downstream_id from subtask_edge ed \
@@ -378,11 +381,9 @@ pub async fn end_and_promote(
              group by d.downstream_id \
          ), pool as ( \
              select t.id as task_id, 'cap' as kind, 0::bigint as id, 0 as series_id, \
-                 0 as parallel_idx, null::jsonb as upctx, t.max_conc - a.active as amount, \
-                 a.active as a \
-             from t cross join lateral (select count(*) as active from subtask_instance s \
-                 where s.task_id = t.id and s.status in ('READY', 'RUNNING', 'CANCELING') \
-                 offset 0) a \
+                 0 as parallel_idx, null::jsonb as upctx, (t.max_conc - t.active)::bigint as amount, \
+                 t.active::bigint as a \
+             from t \
              union all \
              select e.task_id, 'freed', 0, 0, 0, null, 1, -1 from e where e.status <> 'READY' \
              union all \
@@ -397,7 +398,9 @@ pub async fn end_and_promote(
              from t cross join lateral (select s.id, s.series_id, s.parallel_idx \
                  from subtask_instance s \
                  where s.task_id = t.id and s.status = 'PENDING' and s.pending_upstreams = 0 \
-                   and s.operation in ('EXECUTE', 'RETRY') offset 0) w \
+                   and s.operation in ('EXECUTE', 'RETRY') \
+                 order by s.series_id \
+                 limit least(t.max_conc, greatest(t.max_conc - t.active, 0) + $14)) w \
          ), ranked as ( \
              select p.*, sum(p.amount) over (partition by p.task_id) as free, \
                  bool_or(p.kind = 'cap') over (partition by p.task_id) as promotable, \
@@ -484,6 +487,7 @@ pub async fn end_and_promote(
     .bind(&max_conc)
     .bind(executor)
     .bind(direct)
+    .bind(runs.len() as i64)
     .fetch_all(conn)
     .await?)
 }
@@ -643,8 +647,10 @@ pub async fn rollback_prohibited(conn: &mut PgConnection, task: TaskId) -> Resul
 
 /// Starts (or resumes) a rollback: every subtask that ran takes operation
 /// ROLLBACK and counts its downstreams still to undo; those with none left
-/// become READY. Failed subtasks that never started need no undoing and go
-/// straight back to PENDING. Returns how many became READY.
+/// are queued for their turn (`rollback_queued`), to become READY within the
+/// concurrency limit ([`rollback_turns`]). Failed subtasks that never
+/// started need no undoing and go straight back to PENDING. Returns how
+/// many were queued.
 pub async fn start_rollback(conn: &mut PgConnection, task: TaskId) -> Result<u64> {
     sqlx::query(
         "update subtask_instance set status = 'PENDING', operation = 'ROLLBACK' \
@@ -653,53 +659,89 @@ pub async fn start_rollback(conn: &mut PgConnection, task: TaskId) -> Result<u64
     .bind(task.0)
     .execute(&mut *conn)
     .await?;
-    sqlx::query(
+    let queued: Vec<bool> = sqlx::query_scalar(
         "update subtask_instance s set operation = 'ROLLBACK', \
-             pending_downstreams = (select count(*) from subtask_edge e \
-                 join subtask_instance d on d.id = e.downstream_id \
-                 where e.upstream_id = s.id and d.status <> 'PENDING') \
-         where s.task_id = $1 and s.status <> 'PENDING'",
+             pending_downstreams = x.n, \
+             rollback_queued = x.n = 0 and s.status in ('SUCCESSFUL', 'FAILED') \
+         from (select s.id, (select count(*) from subtask_edge e \
+                   join subtask_instance d on d.id = e.downstream_id \
+                   where e.upstream_id = s.id and d.status <> 'PENDING')::int as n \
+               from subtask_instance s where s.task_id = $1 and s.status <> 'PENDING') x \
+         where s.id = x.id \
+         returning s.rollback_queued",
     )
     .bind(task.0)
-    .execute(&mut *conn)
+    .fetch_all(&mut *conn)
     .await?;
-    let done = sqlx::query(
-        "update subtask_instance set status = 'READY', run_time = run_time + 1, \
-             run_after = now(), error = null \
-         where task_id = $1 and status in ('SUCCESSFUL', 'FAILED') and pending_downstreams = 0",
-    )
-    .bind(task.0)
-    .execute(&mut *conn)
-    .await?;
-    Ok(done.rows_affected())
+    Ok(queued.iter().filter(|q| **q).count() as u64)
 }
 
 /// After `id` was rolled back (or rollback-skipped): its upstreams have one
-/// downstream less to wait for; those with none left become READY to roll
-/// back. Returns how many became READY.
+/// downstream less to wait for; those with none left are queued for their
+/// rollback turn. Returns how many were queued.
 pub async fn rollback_upstreams(conn: &mut PgConnection, id: i64) -> Result<u64> {
-    // One statement: a row updated by a data-modifying CTE cannot be
-    // updated again by the outer query.
-    let done: Vec<String> = sqlx::query_scalar(
+    let queued: Vec<bool> = sqlx::query_scalar(
         "update subtask_instance u \
          set pending_downstreams = u.pending_downstreams - 1, \
-             status = case when u.pending_downstreams = 1 then 'READY' else u.status end, \
-             run_time = case when u.pending_downstreams = 1 then u.run_time + 1 else u.run_time end, \
-             run_after = case when u.pending_downstreams = 1 then now() else u.run_after end, \
-             error = case when u.pending_downstreams = 1 then null else u.error end \
+             rollback_queued = u.pending_downstreams = 1 \
          from subtask_edge e \
          where e.downstream_id = $1 and u.id = e.upstream_id \
            and u.status in ('SUCCESSFUL', 'FAILED') and u.operation = 'ROLLBACK' \
            and u.pending_downstreams > 0 \
-         returning u.status",
+         returning u.rollback_queued",
     )
     .bind(id)
     .fetch_all(conn)
     .await?;
-    Ok(done
-        .iter()
-        .filter(|s: &&String| s.as_str() == "READY")
-        .count() as u64)
+    Ok(queued.iter().filter(|q| **q).count() as u64)
+}
+
+/// Up to `free` subtasks queued for their rollback turn of each (task,
+/// free) pair, the last in series order first, as (id, task_id, run_time).
+pub async fn queued_rollbacks(
+    conn: &mut PgConnection,
+    tasks: &[i64],
+    free: &[i64],
+) -> Result<Vec<(i64, i64, i32)>> {
+    Ok(sqlx::query_as(
+        // Read from the partial index on queued rows, per task.
+        "select w.id, v.task_id, w.run_time \
+         from unnest($1::bigint[], $2::bigint[]) as v(task_id, free) \
+         cross join lateral ( \
+             select s.id, s.run_time, s.series_id from subtask_instance s \
+             where s.task_id = v.task_id and s.rollback_queued \
+             order by s.series_id desc limit v.free \
+         ) w order by v.task_id, w.series_id desc",
+    )
+    .bind(tasks)
+    .bind(free)
+    .fetch_all(conn)
+    .await?)
+}
+
+/// Queued rollbacks take their turn: READY now with the next run_time,
+/// fenced on (id, run_time, queued). Returns the task of each one made
+/// READY.
+pub async fn take_rollback_turns(
+    conn: &mut PgConnection,
+    ids: &[i64],
+    run_times: &[i32],
+) -> Result<Vec<i64>> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    Ok(sqlx::query_scalar(
+        "update subtask_instance s set status = 'READY', run_time = s.run_time + 1, \
+             run_after = now(), error = null, rollback_queued = false \
+         from unnest($1::bigint[], $2::int[]) as v(id, rt) \
+         where s.id = v.id and s.run_time = v.rt and s.rollback_queued \
+           and s.status in ('SUCCESSFUL', 'FAILED') and s.operation = 'ROLLBACK' \
+         returning s.task_id",
+    )
+    .bind(ids)
+    .bind(run_times)
+    .fetch_all(conn)
+    .await?)
 }
 
 /// Skips a FAILED subtask: it takes `status`/`operation` without running.

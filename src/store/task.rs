@@ -169,7 +169,7 @@ impl<'a> PlanColumns<'a> {
 }
 
 /// Inserts a task with its planned subtasks and edges, takes its keys in
-/// `task_target` and wakes the workers, in one statement: nothing is
+/// `task_target` and wakes idle workers (see [`super::Wake`]), in one statement: nothing is
 /// visible until it all is, a key another RUNNING task holds refuses it all
 /// (unique violation of [`ONE_RUNNING_PER_TARGET`]), and the roots' READY time is
 /// taken one round trip before the commit. Subtasks
@@ -209,7 +209,7 @@ pub async fn insert(
              insert into task_target (task_id, target_key, running) \
              select t.id, k, true from t, unnest($28::text[]) as k \
          ) \
-         select t.id from t, (select pg_notify($27, '')) n",
+         select t.id from t, (select taskd_wake($27)) n",
     )
     .bind(&t.name)
     .bind(t.task_type.as_str())
@@ -237,7 +237,7 @@ pub async fn insert(
     .bind(&c.contexts)
     .bind(&c.edge_ups)
     .bind(&c.edge_downs)
-    .bind(super::READY_CHANNEL)
+    .bind(super::wake_mode().as_str())
     .bind(t.held_keys())
     .fetch_one(ex)
     .await?;
@@ -254,6 +254,17 @@ pub async fn get(ex: impl PgExecutor<'_>, id: TaskId) -> Result<Option<TaskRow>>
 pub async fn lock(conn: &mut PgConnection, id: TaskId) -> Result<Option<TaskRow>> {
     let sql = format!("select {COLUMNS} from task_instance where id = $1 for update");
     Ok(sqlx::query_as(&sql).bind(id.0).fetch_optional(conn).await?)
+}
+
+/// Each task's count of READY, RUNNING and CANCELING subtasks, as
+/// (id, active): read again after a statement that changed it.
+pub async fn active_counts(conn: &mut PgConnection, ids: &[i64]) -> Result<Vec<(i64, i32)>> {
+    Ok(
+        sqlx::query_as("select id, active from task_instance where id = any($1)")
+            .bind(ids)
+            .fetch_all(conn)
+            .await?,
+    )
 }
 
 /// Locks several task rows in id order.

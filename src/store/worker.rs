@@ -35,6 +35,19 @@ pub async fn heartbeat(ex: impl PgExecutor<'_>, id: &str) -> Result<bool> {
     Ok(done.rows_affected() == 1)
 }
 
+/// Marks this worker idle (it has free slots and found nothing to claim:
+/// commits that make subtasks READY notify while it is) or busy again.
+/// Marking idle waits for the commits notifying at that moment (see
+/// migration V12), so the claim after it sees their rows.
+pub async fn mark_idle(ex: impl PgExecutor<'_>, id: &str, idle: bool) -> Result<()> {
+    sqlx::query("select taskd_mark_idle($1, $2)")
+        .bind(id)
+        .bind(idle)
+        .execute(ex)
+        .await?;
+    Ok(())
+}
+
 /// Removes a worker's row (clean shutdown).
 pub async fn deregister(ex: impl PgExecutor<'_>, id: &str) -> Result<()> {
     sqlx::query("delete from worker where id = $1")

@@ -187,6 +187,9 @@ async fn killing_workers_loses_nothing_and_never_overlaps_a_step() {
         let _ = wk.start_kill();
         let _ = wk.wait().await;
     }
+    // Killed workers, recoveries and retries kept each task's count of
+    // active subtasks exact.
+    crate::support::engine::assert_active_counts_exact(&w.app.db).await;
     w.finish().await;
 }
 

@@ -4,7 +4,7 @@
 //! This differential test runs the same DAGs through both paths, step by
 //! step, and compares every row after every step.
 
-use crate::support::engine::{new_task, submit_with};
+use crate::support::engine::{assert_active_counts_exact, new_task, submit_with};
 use crate::support::TestDb;
 use std::time::Duration;
 use taskd::dag::NodeSpec;
@@ -125,6 +125,8 @@ async fn differential(cases: Vec<(&str, NewTask, Vec<NodeSpec>, bool)>) -> Vec<T
     let compare = |when: String| {
         let (sql, general, tasks) = (&sql, &general, &tasks);
         async move {
+            assert_active_counts_exact(sql).await;
+            assert_active_counts_exact(general).await;
             for (what, a, b) in tasks {
                 assert_eq!(
                     snapshot(sql, *a).await,

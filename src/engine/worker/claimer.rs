@@ -38,7 +38,11 @@ impl Worker {
     }
 
     /// Claims and starts runs until `shutdown` fires. Claims nothing while
-    /// the heartbeat is failing; backs off after claim errors.
+    /// the heartbeat is failing; backs off after claim errors. A claim that
+    /// filled every free slot is followed by another at once; one that left
+    /// slots free marks the worker idle (so that commits making subtasks
+    /// READY notify it) and claims once more before it waits; one that
+    /// fills the slots again marks it busy.
     pub(super) async fn claim_loop(
         &self,
         shutdown: &CancellationToken,
@@ -47,16 +51,22 @@ impl Worker {
         let inner = &self.inner;
         let mut claim_errors = 0u32;
         while !shutdown.is_cancelled() {
-            let mut full = false;
+            let mut again = false;
             if inner.healthy.load(Ordering::Relaxed) {
                 let free = self.free_slots();
                 match self.claim(free).await {
                     Ok(claimed) => {
                         claim_errors = 0;
-                        full = free > 0 && claimed.len() == free;
+                        let full = free > 0 && claimed.len() == free;
                         for c in claimed {
                             self.spawn_run(c, tx.clone());
                         }
+                        again = if full {
+                            self.mark_idle(false).await;
+                            self.free_slots() > 0
+                        } else {
+                            free > 0 && self.mark_idle(true).await
+                        };
                     }
                     Err(e) => {
                         claim_errors += 1;
@@ -71,7 +81,7 @@ impl Worker {
                     }
                 }
             }
-            if full && self.free_slots() > 0 {
+            if again {
                 continue;
             }
             let pause = if claim_errors > 0 {
@@ -86,6 +96,33 @@ impl Worker {
                 _ = inner.wake.notified() => {}
                 _ = tokio::time::sleep(pause) => {}
                 _ = shutdown.cancelled() => {}
+            }
+        }
+    }
+
+    /// Writes this worker's idle mark when it changes (only in the `idle`
+    /// wake-up mode, and idle only while LISTEN is up). True when it was
+    /// just marked idle: the caller claims once more, since rows made READY
+    /// before the mark may not have notified.
+    async fn mark_idle(&self, idle: bool) -> bool {
+        let inner = &self.inner;
+        if store::wake_mode() != store::Wake::Idle
+            || inner.marked_idle.load(Ordering::Relaxed) == idle
+            || (idle && !inner.listening.load(Ordering::Relaxed))
+        {
+            return false;
+        }
+        match store::worker::mark_idle(&inner.pool, &inner.id, idle).await {
+            Ok(()) => {
+                inner.marked_idle.store(idle, Ordering::Relaxed);
+                idle
+            }
+            Err(e) => {
+                // Not marked idle: notifications may skip this worker, and
+                // polling finds its work. Not marked busy: it is notified
+                // more than needed.
+                tracing::debug!(error = %e, idle, "could not write the idle mark");
+                false
             }
         }
     }

@@ -5,6 +5,7 @@
 use super::Worker;
 use crate::store;
 use sqlx::postgres::PgListener;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
@@ -31,6 +32,7 @@ impl Worker {
                     _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
                 }
             }
+            self.inner.listening.store(true, Ordering::Relaxed);
             // Anything sent while we were not listening: look now.
             self.inner.wake.notify_one();
             loop {
@@ -38,6 +40,12 @@ impl Worker {
                     _ = stop.cancelled() => return,
                     n = listener.try_recv() => n,
                 };
+                if !matches!(n, Ok(Some(_))) {
+                    // Notifications may have been missed (or will be):
+                    // this worker must not count on them until it listens
+                    // again.
+                    self.inner.listening.store(false, Ordering::Relaxed);
+                }
                 match n {
                     Ok(Some(n)) if n.channel() == store::CANCEL_CHANNEL => {
                         if let Ok(id) = n.payload().parse::<i64>() {
@@ -48,6 +56,7 @@ impl Worker {
                     Ok(None) => {
                         // Connection lost and re-established: we may have
                         // missed hints.
+                        self.inner.listening.store(true, Ordering::Relaxed);
                         self.inner.wake.notify_one();
                     }
                     Err(e) => {

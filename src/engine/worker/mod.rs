@@ -86,6 +86,11 @@ struct Inner {
     /// Signals that a slot was freed (shutdown waits on it).
     freed: Notify,
     healthy: AtomicBool,
+    /// True while the LISTEN connection is up: only then may this worker
+    /// mark itself idle and rely on notifications.
+    listening: AtomicBool,
+    /// True while this worker's row says it is idle (`worker.idle`).
+    marked_idle: AtomicBool,
     /// Set once shutdown begins: the finisher starts no more successors.
     stopping: AtomicBool,
     /// A claim holds it (shared) from its statement until its runs are
@@ -127,6 +132,8 @@ impl Worker {
                 wake: Notify::new(),
                 freed: Notify::new(),
                 healthy: AtomicBool::new(true),
+                listening: AtomicBool::new(false),
+                marked_idle: AtomicBool::new(false),
                 stopping: AtomicBool::new(false),
                 claim_gate: tokio::sync::RwLock::new(()),
             }),
@@ -140,6 +147,9 @@ impl Worker {
     /// Registers (or revives) this worker's liveness row.
     pub async fn register(&self) -> Result<()> {
         let i = &self.inner;
+        // A new row starts busy; a revived one keeps its mark, and the
+        // claim loop marks it again when it finds nothing.
+        i.marked_idle.store(false, Ordering::Relaxed);
         store::worker::register(
             &i.pool,
             &i.id,

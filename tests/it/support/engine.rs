@@ -62,3 +62,19 @@ pub async fn submit_with(db: &TestDb, task: NewTask, nodes: Vec<NodeSpec>) -> Ta
 pub fn worker(db: &TestDb) -> Worker {
     Worker::new(db.pool.clone(), Registry::standard(), fast_cfg())
 }
+
+/// Asserts that every task's stored count of active subtasks
+/// (`task_instance.active`, kept by trigger) is what counting its rows says.
+pub async fn assert_active_counts_exact(db: &TestDb) {
+    let rows: Vec<(i64, i32, i64)> = sqlx::query_as(
+        "select t.id, t.active, (select count(*) from subtask_instance s \
+             where s.task_id = t.id and s.status in ('READY', 'RUNNING', 'CANCELING')) \
+         from task_instance t order by t.id",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    for (id, stored, counted) in rows {
+        assert_eq!(i64::from(stored), counted, "active count of task {id}");
+    }
+}
