@@ -116,8 +116,19 @@ pub async fn run_until_signalled(
     listener: Option<TcpListener>,
     settings: Settings,
 ) -> anyhow::Result<()> {
+    run_on(pool, listener, settings, shutdown_token()).await
+}
+
+/// [`run_until_signalled`] with the caller's token (from
+/// [`shutdown_token`], registered before the caller's own setup).
+pub async fn run_on(
+    pool: PgPool,
+    listener: Option<TcpListener>,
+    settings: Settings,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let outcome = match App::build(pool.clone(), listener, settings) {
-        Ok(app) => app.run(shutdown_token()).await,
+        Ok(app) => app.run(shutdown).await,
         Err(e) => Err(e),
     };
     pool.close().await;

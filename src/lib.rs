@@ -16,6 +16,8 @@
 //! - `demo`: `taskd demo`, agents and a demo inventory in one command.
 //! - [`db`]: connection pool and advisory-locked migrations.
 //! - [`metrics`]: Prometheus metrics of the process.
+//! - [`pgcluster`]: a private PostgreSQL cluster from the installed server
+//!   binaries (the demo's when none runs, the fault tests').
 //! - [`report`]: what a failed command prints, one line per error.
 //! - [`model`]: ids, statuses, the context, OCP's context keys and the state
 //!   machine (pure).
@@ -53,5 +55,6 @@ pub mod http;
 pub mod metrics;
 pub mod model;
 pub mod operations;
+pub mod pgcluster;
 pub mod report;
 pub mod store;

@@ -52,9 +52,11 @@ where
 {
     use clap::FromArgMatches;
     let mut cmd = crate::cli::Cli::command();
-    let parsed = cmd
-        .try_get_matches_from_mut(args)
-        .and_then(|m| crate::cli::Cli::from_arg_matches(&m));
+    let parsed = cmd.try_get_matches_from_mut(args).and_then(|m| {
+        let mut cli = crate::cli::Cli::from_arg_matches(&m)?;
+        note_given(&mut cli, &m);
+        Ok(cli)
+    });
     match parsed {
         Ok(cli) => cli,
         Err(err) => {
@@ -75,6 +77,27 @@ where
             }
         }
     }
+}
+
+/// Tells the demo which shared settings the user gave (it moves the
+/// others when their defaults are taken).
+fn note_given(cli: &mut crate::cli::Cli, m: &clap::ArgMatches) {
+    use clap::parser::ValueSource;
+    let (crate::cli::Command::Demo { demo, .. }, Some(("demo", m))) =
+        (&mut cli.command, m.subcommand())
+    else {
+        return;
+    };
+    let given = |id: &str| {
+        matches!(
+            m.value_source(id),
+            Some(ValueSource::CommandLine | ValueSource::EnvVariable)
+        )
+    };
+    demo.given = crate::demo::Given {
+        database_url: given("database_url"),
+        listen: given("listen"),
+    };
 }
 
 /// "(from TASKD_WORKERS=x)" when the refused value is that variable's.

@@ -1,15 +1,18 @@
 //! The OpenAPI 3 document, generated from the routers (each route's
 //! `#[utoipa::path]`, collected by utoipa-axum) and the `ToSchema` types, served raw (tools read it as is) at
-//! `/api/v2/openapi.json`. Declares HTTP Basic as the security scheme of
-//! every route but the probes, and adds the 401 and 429 answers to each.
+//! `/api/v2/openapi.json` without credentials (as the probes are: tools and
+//! contract testers read it before they have any). Declares HTTP Basic as
+//! the security scheme of every route but the probes and itself, and adds
+//! the 401 and 429 answers to each.
 
-use super::health;
 use super::wire::{EmptyEnvelope, ErrorBody, ErrorEnvelope, PageInfo, SubError};
+use super::{health, AppState};
 use axum::Json;
 use std::sync::LazyLock;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityRequirement, SecurityScheme};
 use utoipa::openapi::{RefOr, Response};
 use utoipa::{Modify, OpenApi};
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -24,7 +27,7 @@ use utoipa::{Modify, OpenApi};
                        including inventory writes and users), CLUSTER_MANAGER (server \
                        operations, on every cluster or on listed ones), HOST_MANAGER (agent \
                        restarts), TASK_VIEWER (task reads), TASK_MANAGER (task actions). \
-                       Any user may read the inventory and this document."
+                       Any user may read the inventory; this document needs no credentials."
     ),
     components(schemas(ErrorEnvelope, EmptyEnvelope, ErrorBody, SubError, PageInfo)),
     security(("basic" = [])),
@@ -109,8 +112,14 @@ pub fn document() -> utoipa::openapi::OpenApi {
     doc.merge(super::api_routes().into_openapi());
     doc.merge(health::routes().into_openapi());
     doc.merge(health::metrics_routes().into_openapi());
+    doc.merge(routes().into_openapi());
     BasicAuth.modify(&mut doc);
     doc
+}
+
+/// The document's own route, open like the probes.
+pub(crate) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(openapi_json))
 }
 
 static DOC: LazyLock<utoipa::openapi::OpenApi> = LazyLock::new(document);
@@ -120,6 +129,7 @@ static DOC: LazyLock<utoipa::openapi::OpenApi> = LazyLock::new(document);
     get,
     path = "/api/v2/openapi.json",
     tag = "meta",
+    security(()),
     responses((status = 200, description = "The OpenAPI 3 document (not enveloped)", content_type = "application/json"))
 )]
 pub async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {

@@ -517,6 +517,26 @@ pub async fn set_host_agent_online(
     Ok(())
 }
 
+/// Sets the SQL and RPC ports of every server of a cluster (the demo's
+/// observers listen where ports are free on each start).
+pub async fn set_cluster_ports(
+    ex: impl PgExecutor<'_>,
+    cluster: i64,
+    sql_port: i32,
+    rpc_port: i32,
+) -> Result<()> {
+    sqlx::query(
+        "update ob_server set sql_port = $2, rpc_port = $3, update_time = now() \
+         where cluster_id = $1 and (sql_port, rpc_port) <> ($2, $3)",
+    )
+    .bind(cluster)
+    .bind(sql_port)
+    .bind(rpc_port)
+    .execute(ex)
+    .await?;
+    Ok(())
+}
+
 /// The task target key of every host and server (`host:{id}`,
 /// `server:{id}`).
 pub async fn target_keys(ex: impl PgExecutor<'_>) -> Result<Vec<String>> {

@@ -1,6 +1,7 @@
 //! Test support: a fresh, migrated PostgreSQL database per test, dropped
 //! afterwards, and helpers that wait on conditions with a deadline.
 
+pub mod demo;
 pub mod engine;
 pub mod routes;
 
