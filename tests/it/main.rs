@@ -33,3 +33,4 @@ mod pg_outage;
 mod promotion;
 mod reliability;
 mod serve;
+mod soak;
