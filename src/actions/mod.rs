@@ -89,11 +89,26 @@ impl Run {
     pub async fn log(&self, line: impl AsRef<str>) {
         let line = line.as_ref();
         tracing::info!(log = line, "subtask log");
-        if let Err(e) =
-            crate::store::log::append(&self.deps.pool, self.subtask_id, self.run_time, line).await
-        {
+        // Retried after any connection fault: a line is never lost to a
+        // connection the pool replaces; after a commit whose reply was lost
+        // it may appear twice.
+        let append =
+            || crate::store::log::append(&self.deps.pool, self.subtask_id, self.run_time, line);
+        if let Err(e) = crate::db::retry(crate::db::Retry::Idempotent, "log line", append).await {
             tracing::warn!(error = %e, "could not write a subtask log line");
         }
+    }
+
+    /// Runs an inventory read, or a write a repeat leaves as it is (a
+    /// status set to a value: every write actions make), retrying it on a
+    /// fresh connection after a connection fault (`db::retry`), so a
+    /// terminated backend costs the run a moment, not an attempt.
+    pub async fn inventory<T, F, Fut>(&self, op: F) -> crate::store::Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = crate::store::Result<T>>,
+    {
+        crate::db::retry(crate::db::Retry::Idempotent, "inventory", op).await
     }
 
     /// The idempotency key of this run, sent with every agent call.

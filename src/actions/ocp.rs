@@ -98,7 +98,7 @@ fn force(run: &Run) -> bool {
 
 pub(super) async fn target(run: &Run) -> Result<ServerTarget, ActionError> {
     let id = scope::server_id(run)?;
-    inventory::get_server_target(&run.deps.pool, id)
+    run.inventory(|| inventory::get_server_target(&run.deps.pool, id))
         .await
         .map_err(db_err)?
         .ok_or_else(|| ActionError::failed(format!("server {id} is not in the inventory")))
@@ -106,7 +106,7 @@ pub(super) async fn target(run: &Run) -> Result<ServerTarget, ActionError> {
 
 async fn host(run: &Run) -> Result<HostRow, ActionError> {
     let id = scope::host_id(run)?;
-    inventory::get_host(&run.deps.pool, id)
+    run.inventory(|| inventory::get_host(&run.deps.pool, id))
         .await
         .map_err(db_err)?
         .ok_or_else(|| ActionError::failed(format!("host {id} is not in the inventory")))
@@ -134,7 +134,7 @@ fn deadline(run: &Run) -> tokio::time::Instant {
 }
 
 async fn set_host(run: &Run, id: i64, s: HostAgentStatus) -> ActionResult {
-    inventory::set_host_agent_status(&run.deps.pool, id, s, None)
+    run.inventory(|| inventory::set_host_agent_status(&run.deps.pool, id, s, None))
         .await
         .map_err(db_err)?;
     run.log(format!("host {id} agent status -> {s}")).await;

@@ -13,7 +13,7 @@ use crate::store::inventory::{self, ClusterStatus, ServerStatus, ServerTarget, Z
 use async_trait::async_trait;
 
 pub(super) async fn set_server(run: &Run, id: i64, s: ServerStatus) -> ActionResult {
-    inventory::set_server_status(&run.deps.pool, id, s, None)
+    run.inventory(|| inventory::set_server_status(&run.deps.pool, id, s, None))
         .await
         .map_err(db_err)?;
     run.log(format!("server {id} status -> {s}")).await;
@@ -21,7 +21,7 @@ pub(super) async fn set_server(run: &Run, id: i64, s: ServerStatus) -> ActionRes
 }
 
 pub(super) async fn set_zone(run: &Run, id: i64, s: ZoneStatus) -> ActionResult {
-    inventory::set_zone_status(&run.deps.pool, id, s, None)
+    run.inventory(|| inventory::set_zone_status(&run.deps.pool, id, s, None))
         .await
         .map_err(db_err)?;
     run.log(format!("zone {id} status -> {s}")).await;
@@ -29,7 +29,7 @@ pub(super) async fn set_zone(run: &Run, id: i64, s: ZoneStatus) -> ActionResult 
 }
 
 pub(super) async fn set_cluster(run: &Run, id: i64, s: ClusterStatus) -> ActionResult {
-    inventory::set_cluster_status(&run.deps.pool, id, s, None)
+    run.inventory(|| inventory::set_cluster_status(&run.deps.pool, id, s, None))
         .await
         .map_err(db_err)?;
     run.log(format!("cluster {id} status -> {s}")).await;
@@ -134,7 +134,8 @@ impl Action for SyncClusterInfo {
     async fn execute(&self, run: &mut Run) -> ActionResult {
         let cluster = parse_id(run, key::CLUSTER_ID)?;
         for id in task_servers(run)? {
-            let t = inventory::get_server_target(&run.deps.pool, id)
+            let t = run
+                .inventory(|| inventory::get_server_target(&run.deps.pool, id))
                 .await
                 .map_err(db_err)?
                 .filter(|t| t.cluster.id == cluster)
@@ -160,12 +161,14 @@ impl Action for SyncClusterInfo {
                 )));
             }
         }
-        let name = inventory::get_cluster(&run.deps.pool, cluster)
+        let name = run
+            .inventory(|| inventory::get_cluster(&run.deps.pool, cluster))
             .await
             .map_err(db_err)?
             .map(|c| c.name)
             .unwrap_or_default();
-        let servers = inventory::servers_of_cluster(&run.deps.pool, cluster)
+        let servers = run
+            .inventory(|| inventory::servers_of_cluster(&run.deps.pool, cluster))
             .await
             .map_err(db_err)?;
         let summary: Vec<String> = servers
@@ -188,7 +191,8 @@ impl Action for PrepareCluster {
     async fn execute(&self, run: &mut Run) -> ActionResult {
         let cluster = parse_id(run, key::CLUSTER_ID)?;
         let servers = task_servers(run)?;
-        let present = inventory::servers_of_cluster(&run.deps.pool, cluster)
+        let present = run
+            .inventory(|| inventory::servers_of_cluster(&run.deps.pool, cluster))
             .await
             .map_err(db_err)?;
         if let Some(gone) = servers

@@ -181,7 +181,12 @@ impl Authenticator {
                 return Err(Error::Throttled { retry_after });
             }
         };
-        let row = user::get_by_name(&self.inner.pool, &creds.name).await?;
+        // A read: retried on a fresh connection after a connection fault,
+        // so a POST is not refused for a connection the pool replaces.
+        let row = crate::db::retry(crate::db::Retry::Idempotent, "user lookup", || {
+            user::get_by_name(&self.inner.pool, &creds.name)
+        })
+        .await?;
         if let Some(row) = &row {
             let hit = lock(&self.inner.cache).hit(
                 &creds.name,

@@ -66,6 +66,15 @@ impl From<sqlx::Error> for Error {
     }
 }
 
+impl crate::db::DbFault for Error {
+    fn sqlx_error(&self) -> Option<&sqlx::Error> {
+        match self {
+            Error::Store(e) => crate::db::DbFault::sqlx_error(e),
+            _ => None,
+        }
+    }
+}
+
 /// Whole seconds to wait, rounded up, at least 1 (a `Retry-After` value).
 pub fn retry_after_secs(d: Duration) -> u64 {
     let secs = d.as_secs() + u64::from(d.subsec_nanos() > 0);

@@ -6,6 +6,10 @@ use sqlx::{Connection, PgPool};
 use std::str::FromStr;
 use std::time::Duration;
 
+pub mod retry;
+
+pub use retry::{retry, DbFault, Fault, Retry};
+
 mod embedded {
     refinery::embed_migrations!("migrations");
 }

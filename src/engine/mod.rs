@@ -96,6 +96,15 @@ pub struct Busy {
     pub holder: Option<TaskId>,
 }
 
+impl crate::db::DbFault for Error {
+    fn sqlx_error(&self) -> Option<&sqlx::Error> {
+        match self {
+            Error::Store(e) => crate::db::DbFault::sqlx_error(e),
+            _ => None,
+        }
+    }
+}
+
 impl std::fmt::Display for Busy {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self.holder {

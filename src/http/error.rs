@@ -6,12 +6,18 @@
 pub use super::wire::{code, code_for_status, ErrorBody, SubError};
 use super::wire::{payload_response, Payload};
 use crate::auth;
+use crate::db::{DbFault, Fault};
 use crate::engine;
 use crate::model::transitions::Refusal;
 use crate::operations;
 use crate::store;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+
+/// Marks a response that answers a connection fault, so that
+/// `http::retry` can run a safe request again.
+#[derive(Debug, Clone, Copy)]
+pub struct DbFaulted(pub Fault);
 
 /// A refusal the caller can act on: a status, a code and a message.
 #[derive(Debug, Clone, PartialEq)]
@@ -88,6 +94,19 @@ impl From<operations::Error> for Error {
 impl From<sqlx::Error> for Error {
     fn from(e: sqlx::Error) -> Self {
         Error::Store(e.into())
+    }
+}
+
+/// The connection fault behind an error, if PostgreSQL's connection failed
+/// rather than the request (see `db::retry`).
+impl DbFault for Error {
+    fn sqlx_error(&self) -> Option<&sqlx::Error> {
+        match self {
+            Error::Store(e) => e.sqlx_error(),
+            Error::Engine(e) => e.sqlx_error(),
+            Error::Auth(e) => e.sqlx_error(),
+            _ => None,
+        }
     }
 }
 
@@ -175,6 +194,10 @@ impl Error {
         if self.invalid_text() {
             return StatusCode::BAD_REQUEST;
         }
+        if self.fault().is_some() {
+            // The server recovers from it by itself: never a 500.
+            return StatusCode::SERVICE_UNAVAILABLE;
+        }
         match self {
             Error::Refused(r) => r.status,
             Error::Engine(e) => match e {
@@ -206,6 +229,27 @@ impl Error {
             return ErrorBody {
                 code: code::ILLEGAL_ARGUMENT.to_string(),
                 message: "a value contains a NUL character, which cannot be stored".to_string(),
+                target: None,
+                sub_errors: Vec::new(),
+            };
+        }
+        if let Some(fault) = self.fault() {
+            tracing::warn!(error = %self, ?fault, "PostgreSQL connection fault");
+            let message = match fault {
+                Fault::Unclear => {
+                    "the connection to the database broke before the answer came, so \
+                     whether the request took effect is unknown; retry it (an operation \
+                     retried with the same Idempotency-Key returns its task if it was \
+                     created)"
+                }
+                Fault::NotCommitted | Fault::NoConnection => {
+                    "the database is unreachable for now and the request changed nothing; \
+                     retry it"
+                }
+            };
+            return ErrorBody {
+                code: code::SERVICE_UNAVAILABLE.to_string(),
+                message: message.to_string(),
                 target: None,
                 sub_errors: Vec::new(),
             };
@@ -287,11 +331,16 @@ impl IntoResponse for Error {
                 header::RETRY_AFTER,
                 HeaderValue::from(auth::retry_after_secs(*retry_after)),
             )),
+            e if e.fault().is_some() => Some((header::RETRY_AFTER, HeaderValue::from(1))),
             _ => None,
         };
+        let fault = self.fault();
         let mut resp = payload_response(status, Payload::Error(self.body()));
         if let Some((name, value)) = extra {
             resp.headers_mut().insert(name, value);
+        }
+        if let Some(f) = fault {
+            resp.extensions_mut().insert(DbFaulted(f));
         }
         resp
     }

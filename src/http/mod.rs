@@ -26,6 +26,7 @@ pub mod iam;
 pub mod inventory;
 pub mod openapi;
 pub mod ops;
+mod retry;
 pub mod tasks;
 pub mod wire;
 
@@ -116,7 +117,8 @@ pub fn router(state: AppState) -> Router {
 }
 
 /// Wraps routes the way the application is wrapped: the 404 and 405
-/// fallbacks, the body limit, the panic catcher and, outermost, the trace id,
+/// fallbacks, the body limit, the panic catcher, the retry of safe requests
+/// after a connection fault and, outermost, the trace id,
 /// span and envelope around everything.
 pub fn layered(routes: Router<AppState>, state: AppState) -> Router {
     routes
@@ -126,6 +128,9 @@ pub fn layered(routes: Router<AppState>, state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(RequestBodyLimitLayer::new(BODY_LIMIT))
         .layer(CatchPanicLayer::custom(error::panic_response))
+        // Inside the envelope (one trace id for every attempt), around
+        // authentication, whose user lookup reads the database too.
+        .layer(axum::middleware::from_fn(retry::layer))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             envelope::layer,

@@ -15,6 +15,7 @@ use super::tasks::{load_task, TaskView};
 use super::AppState;
 use crate::auth::{Permission, RequireExt};
 use crate::dag::templates::Template;
+use crate::db::{self, Retry};
 use crate::operations::{self, Operation, Origin, RestartAgent, ServerOperation};
 use axum::extract::State;
 use serde::Deserialize;
@@ -236,8 +237,23 @@ pub(super) async fn operate(
         trace_id: ctx.trace_id.clone(),
         idempotency_key: key.0,
     };
-    let id = operations::submit(&state.pool, origin, op).await?;
-    Ok(Success(load_task(&state.pool, id.0).await?))
+    // Under an Idempotency-Key a repeat returns the first task, so the whole
+    // operation is retried after any connection fault, a lost reply to its
+    // commit included. Without one, only when nothing can have committed
+    // (a repeat could create a second task); an unclear fault answers 503.
+    let policy = match origin.idempotency_key {
+        Some(_) => Retry::Idempotent,
+        None => Retry::NotCommitted,
+    };
+    let id = db::retry(policy, "operation", || {
+        operations::submit(&state.pool, origin.clone(), op)
+    })
+    .await?;
+    let task = db::retry(Retry::Idempotent, "operation's task", || {
+        load_task(&state.pool, id.0)
+    })
+    .await?;
+    Ok(Success(task))
 }
 
 fn server_op(template: Template, force: bool, p: &ServerPath) -> ServerOperation {

@@ -90,6 +90,16 @@ impl From<sqlx::Error> for Error {
     }
 }
 
+impl crate::db::DbFault for Error {
+    fn sqlx_error(&self) -> Option<&sqlx::Error> {
+        match self {
+            Error::Store(e) => crate::db::DbFault::sqlx_error(e),
+            Error::Engine(e) => crate::db::DbFault::sqlx_error(e),
+            _ => None,
+        }
+    }
+}
+
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Who asks, and how the new task is tagged.

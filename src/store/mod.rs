@@ -20,6 +20,15 @@ pub enum Error {
     Corrupt(String),
 }
 
+impl crate::db::DbFault for Error {
+    fn sqlx_error(&self) -> Option<&sqlx::Error> {
+        match self {
+            Error::Db(e) => Some(e),
+            Error::Corrupt(_) => None,
+        }
+    }
+}
+
 /// A task insert or state change refused by one of the task's unique
 /// indexes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

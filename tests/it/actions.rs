@@ -58,6 +58,33 @@ pub async fn register_host(app: &TestApp, i: usize, ip: IpAddr, agent: &RunningA
     a.ok()["id"].as_i64().expect("host id")
 }
 
+/// Starts host `i`'s observer through its agent and waits until it listens
+/// and is active, as a RUNNING server's is (setup keys, not a step's).
+pub async fn run_observer(client: &AgentClient, i: usize) {
+    client
+        .start_observer(
+            &format!("setup:{i}"),
+            &StartObserver {
+                port: Some(SQL_PORT),
+            },
+        )
+        .await
+        .expect("observer started");
+    client
+        .wait_observer(
+            "observer listening",
+            |o| o.listening,
+            tokio::time::Instant::now() + DEADLINE,
+            &CancellationToken::new(),
+        )
+        .await
+        .expect("observer listening");
+    client
+        .activate_observer(&format!("setup-activate:{i}"))
+        .await
+        .expect("observer activated");
+}
+
 /// The inventory and agents of one test: `n` hosts each with its agent and
 /// one server in its own zone of cluster "protoss", and a worker running the
 /// standard registry.
@@ -112,28 +139,7 @@ impl World {
             .collect();
         for (i, s) in statuses.iter().enumerate() {
             if *s == "RUNNING" {
-                clients[i]
-                    .start_observer(
-                        &format!("setup:{i}"),
-                        &StartObserver {
-                            port: Some(SQL_PORT),
-                        },
-                    )
-                    .await
-                    .expect("observer started");
-                clients[i]
-                    .wait_observer(
-                        "observer listening",
-                        |o| o.listening,
-                        tokio::time::Instant::now() + DEADLINE,
-                        &CancellationToken::new(),
-                    )
-                    .await
-                    .expect("observer listening");
-                clients[i]
-                    .activate_observer(&format!("setup-activate:{i}"))
-                    .await
-                    .expect("observer activated");
+                run_observer(&clients[i], i).await;
             }
         }
         let stop = CancellationToken::new();

@@ -36,4 +36,5 @@ mod promotion;
 mod readme;
 mod reliability;
 mod serve;
+mod soak;
 mod wakeups;
