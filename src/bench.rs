@@ -117,6 +117,23 @@ pub struct BenchArgs {
     /// Keep the bench database afterwards.
     #[arg(long, env = "TASKD_BENCH_KEEP")]
     pub keep: bool,
+
+    /// Run against this database kept by an earlier `--keep` run (named in
+    /// its first line) instead of a fresh one, and keep it: the history
+    /// scenario then times the history already there instead of building
+    /// one, so a second run of the timings takes minutes, not a rebuild.
+    #[arg(long, env = "TASKD_BENCH_REUSE_DATABASE", value_parser = bench_database_name)]
+    pub reuse_database: Option<String>,
+}
+
+/// A database name the bench made: `taskd_bench_` and digits.
+fn bench_database_name(s: &str) -> Result<String, String> {
+    match s.strip_prefix("taskd_bench_") {
+        Some(n) if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) => Ok(s.to_string()),
+        _ => Err(format!(
+            "{s:?} is not a bench database (taskd_bench_<digits>)"
+        )),
+    }
 }
 
 fn db_url(base: &str, name: &str) -> String {
@@ -492,13 +509,19 @@ fn which(cmd: &str) -> Option<std::path::PathBuf> {
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let scenarios: Vec<&str> = args.scenarios.split(',').map(str::trim).collect();
     let admin = db::connect(&args.database_url, 2).await?;
-    let name = format!("taskd_bench_{}", std::process::id());
-    bench_sql::recreate_database(&admin, &name).await?;
+    let name = match &args.reuse_database {
+        Some(name) => name.clone(),
+        None => {
+            let name = format!("taskd_bench_{}", std::process::id());
+            bench_sql::recreate_database(&admin, &name).await?;
+            name
+        }
+    };
     let url = db_url(&args.database_url, &name);
     db::migrate(&url).await?;
     let pool = db::connect(&url, 16).await?;
     emit(json!({
-        "bench": "taskd", "version": env!("CARGO_PKG_VERSION"),
+        "bench": "taskd", "version": env!("CARGO_PKG_VERSION"), "database": name,
         "date": chrono::Utc::now().to_rfc3339(), "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
         "processes": args.processes, "slots": args.slots, "finish_batch": args.finish_batch,
     }));
@@ -643,7 +666,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         }
     }
     pool.close().await;
-    if !args.keep {
+    if !args.keep && args.reuse_database.is_none() {
         bench_sql::drop_database(&admin, &name, true).await?;
     }
     Ok(())

@@ -34,6 +34,17 @@ pub async fn plan_summary(pool: &PgPool, sql: &str) -> anyhow::Result<Value> {
     Ok(json!({"indexes": indexes, "seq_scans": seq}))
 }
 
+/// The machine's one-minute load average (Linux), printed beside each
+/// timing: on a shared machine it says how far a figure is taskd's own.
+pub fn load1() -> Option<f64> {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
 fn percentiles(mut lat: Vec<f64>) -> (f64, f64, f64) {
     lat.sort_by(f64::total_cmp);
     let pct = |p: f64| {
@@ -105,11 +116,16 @@ fn list_calls() -> Vec<(String, String)> {
 /// query `samples` times (after two warm-up calls).
 pub async fn scenario(pool: &PgPool, tasks: i64, samples: usize) -> anyhow::Result<()> {
     let t = Instant::now();
-    history_sql::build_history(pool, tasks, 0).await?;
+    // A database kept from an earlier run (`--reuse-database`) is timed as
+    // it is.
+    let reused = history_sql::max_task_id(pool).await? > 0;
+    if !reused {
+        history_sql::build_history(pool, tasks, 0).await?;
+    }
     let sizes = history_sql::history_counts(pool).await?;
     emit(json!({
-        "scenario": "history_build", "tasks": sizes.0, "subtasks": sizes.1, "edges": sizes.2,
-        "log_lines": sizes.3, "database_size": sizes.4,
+        "scenario": "history_build", "reused": reused, "tasks": sizes.0, "subtasks": sizes.1,
+        "edges": sizes.2, "log_lines": sizes.3, "database_size": sizes.4,
         "seconds": round2(t.elapsed().as_secs_f64()),
     }));
 
@@ -145,7 +161,7 @@ pub async fn scenario(pool: &PgPool, tasks: i64, samples: usize) -> anyhow::Resu
         let page = &body["data"]["page"];
         emit(json!({
             "scenario": "history_list", "call": label, "p50_ms": p50, "p99_ms": p99,
-            "max_ms": max, "returned": body["data"]["contents"].as_array().map_or(0, Vec::len),
+            "max_ms": max, "load1": load1(), "returned": body["data"]["contents"].as_array().map_or(0, Vec::len),
             "total_elements": page["totalElements"],
             "estimated": page["totalElementsEstimated"].as_bool().unwrap_or(false),
         }));
@@ -166,7 +182,7 @@ pub async fn scenario(pool: &PgPool, tasks: i64, samples: usize) -> anyhow::Resu
         let (p50, p99, max) = percentiles(lat);
         emit(json!({
             "scenario": "history_query", "query": label, "p50_ms": p50, "p99_ms": p99,
-            "max_ms": max, "rows": rows, "plan": plan_summary(pool, sql).await?,
+            "max_ms": max, "load1": load1(), "rows": rows, "plan": plan_summary(pool, sql).await?,
         }));
     }
     Ok(())

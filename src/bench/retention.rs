@@ -54,9 +54,11 @@ pub async fn prune_scenario(
     let workers = super::Workers::start(args, url).await?;
     let rounds = 3;
     let mut before = Vec::new();
+    let wal0 = history_sql::wal_bytes(pool).await?;
     for _ in 0..rounds {
         before.push(flat_round(pool, args.tasks).await?);
     }
+    let wal1 = history_sql::wal_bytes(pool).await?;
     let m = Maintenance::new(pool.clone(), HistoryConfig::default());
     let started = Instant::now();
     let prune = tokio::spawn(async move { m.prune_now(Duration::from_secs(90 * 86_400)).await });
@@ -66,6 +68,12 @@ pub async fn prune_scenario(
     }
     let (_, removed) = prune.await??;
     let prune_s = started.elapsed().as_secs_f64();
+    let wal2 = history_sql::wal_bytes(pool).await?;
+    // WAL per subtask the flat load ran without a prune; the prune's own
+    // share of the WAL written while it ran is the rest.
+    let load_wal_per_subtask = (wal1 - wal0) as f64 / (rounds * args.tasks) as f64;
+    let prune_wal =
+        (wal2 - wal1) as f64 - load_wal_per_subtask * (during.len() * args.tasks) as f64;
     let mut after = Vec::new();
     for _ in 0..rounds {
         after.push(flat_round(pool, args.tasks).await?);
@@ -81,6 +89,9 @@ pub async fn prune_scenario(
         "flat_subtasks_per_s_during": during.iter().copied().map(round2).collect::<Vec<_>>(),
         "flat_subtasks_per_s_after": after.iter().copied().map(round2).collect::<Vec<_>>(),
         "during_over_without": round2(mean(&during) / without.max(1e-6)),
+        "load_wal_bytes_per_subtask": round2(load_wal_per_subtask),
+        "prune_wal_mib": round2(prune_wal / 1_048_576.0),
+        "prune_wal_bytes_per_subtask": round2(prune_wal / removed.subtasks.max(1) as f64),
     }));
     Ok(())
 }
@@ -91,6 +102,15 @@ async fn sizes(pool: &PgPool) -> anyhow::Result<serde_json::Value> {
     Ok(json!(rows
         .into_iter()
         .map(|(n, s)| (n, json!(round2(s))))
+        .collect::<serde_json::Map<_, _>>()))
+}
+
+/// Dead row versions and autovacuum passes so far of each history table.
+async fn vacuum_stats(pool: &PgPool) -> anyhow::Result<serde_json::Value> {
+    let rows = history_sql::table_vacuum_stats(pool).await?;
+    Ok(json!(rows
+        .into_iter()
+        .map(|(n, dead, passes)| (n, json!([dead, passes])))
         .collect::<serde_json::Map<_, _>>()))
 }
 
@@ -119,6 +139,7 @@ pub async fn retention_scenario(
             "scenario": "retention", "at_s": round2(start.elapsed().as_secs_f64()),
             "retention_s": age.as_secs(), "flat_subtasks_per_s": round2(rate),
             "tasks_kept": tasks, "mib": sizes(pool).await?,
+            "dead_rows_autovacuums": vacuum_stats(pool).await?,
         }));
     }
     workers.stop().await;

@@ -164,6 +164,14 @@ pub const HISTORY_QUERIES: &[(&str, &str)] = &[
         "select run_time, log_time, line from subtask_log \
          where subtask_id = (select min(id) from subtask_instance) order by run_time, id",
     ),
+    (
+        "queue_depth",
+        "select count(*) from subtask_instance where status = 'READY'",
+    ),
+    (
+        "live_workers",
+        "select id, host, pid, now() - heartbeat_at as silent_for from worker",
+    ),
 ];
 
 /// Rows of tasks, subtasks, edges and log lines, and the database's size.
@@ -225,6 +233,28 @@ pub async fn table_sizes_mib(pool: &PgPool) -> Result<Vec<(String, f64)>> {
     )
     .fetch_all(pool)
     .await?)
+}
+
+/// Dead row versions and autovacuum passes of each history table, from
+/// the statistics collector: whether the space deletes free is reclaimed.
+pub async fn table_vacuum_stats(pool: &PgPool) -> Result<Vec<(String, i64, i64)>> {
+    Ok(sqlx::query_as(
+        "select relname::text, n_dead_tup, autovacuum_count from pg_stat_user_tables \
+         where relname in ('task_instance', 'subtask_instance', 'subtask_edge', 'subtask_log') \
+         order by relname",
+    )
+    .fetch_all(pool)
+    .await?)
+}
+
+/// Bytes of WAL written by the whole server so far (the current insert
+/// position): differences between two readings give the WAL a phase wrote.
+pub async fn wal_bytes(pool: &PgPool) -> Result<i64> {
+    Ok(
+        sqlx::query_scalar("select pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::bigint")
+            .fetch_one(pool)
+            .await?,
+    )
 }
 
 /// Now, less `days` days, by the database's clock.
