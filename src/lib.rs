@@ -55,3 +55,4 @@ pub mod model;
 pub mod operations;
 pub mod report;
 pub mod store;
+pub mod telemetry;

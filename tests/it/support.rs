@@ -3,6 +3,7 @@
 
 pub mod engine;
 pub mod routes;
+pub mod served;
 
 use sqlx::PgPool;
 use std::future::Future;
