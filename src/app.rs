@@ -220,11 +220,12 @@ pub async fn terminate_children(
     grace: std::time::Duration,
 ) {
     for c in children.iter() {
-        if let Some(pid) = c.id() {
-            // SAFETY: kill(2) on a pid we spawned and have not reaped yet.
-            unsafe {
-                libc::kill(pid as i32, libc::SIGTERM);
-            }
+        // A pid we spawned and have not reaped yet.
+        if let Some(pid) = c.id().and_then(|p| i32::try_from(p).ok()) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGTERM,
+            );
         }
     }
     for c in children.iter_mut() {

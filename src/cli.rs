@@ -184,8 +184,14 @@ pub enum UserCommand {
 }
 
 /// Sets up logging: RUST_LOG filters (default `info`, `warn` for the bench
-/// and the user commands).
-pub fn init_tracing(cli: &Cli) {
+/// and the user commands); and span export over OTLP when the `OTEL_*`
+/// variables ask for it (see [`crate::telemetry`]), whose exporter the
+/// caller shuts down before exiting. Refuses `OTEL_*` settings it cannot
+/// honour, naming the variable.
+pub fn init_tracing(cli: &Cli) -> Result<crate::telemetry::Telemetry, String> {
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    use tracing_subscriber::Layer as _;
     let default = match cli.command {
         // The bench: so that logging does not weigh on its figures; user
         // commands: so that standard output is their one line.
@@ -197,7 +203,6 @@ pub fn init_tracing(cli: &Cli) {
         | Command::Prune { .. } => "warn",
         _ => "info",
     };
-    let format = cli.log_format;
     // PostgreSQL's NOTICEs (e.g. refinery's "relation already exists,
     // skipping" on every start) are not news: warnings and up only.
     let default = format!("{default},tokio_postgres::connection=warn");
@@ -207,19 +212,25 @@ pub fn init_tracing(cli: &Cli) {
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     // Logs go to stderr: stdout is for what a command prints (the demo's
     // instructions, the bench's JSON lines).
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let fmt = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(ansi);
-    match format {
-        LogFormat::Human => builder.init(),
-        LogFormat::Json => builder
+    let fmt = match cli.log_format {
+        LogFormat::Human => fmt.boxed(),
+        LogFormat::Json => fmt
             .json()
             .flatten_event(true)
             .with_current_span(true)
             .with_span_list(false)
-            .init(),
-    }
+            .boxed(),
+    };
+    let (otel, telemetry) = crate::telemetry::layer()?;
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(fmt)
+        .with(otel)
+        .init();
+    Ok(telemetry)
 }
 
 /// The settings of a process that serves the API (and, unless 0, runs

@@ -58,3 +58,4 @@ pub mod operations;
 pub mod pgcluster;
 pub mod report;
 pub mod store;
+pub mod telemetry;

@@ -20,6 +20,7 @@ pub struct Metrics {
     pub failed: IntCounterVec,
     pub retried: IntCounterVec,
     pub timed_out: IntCounterVec,
+    pub run_duration: HistogramVec,
     pub claim_batch: HistogramVec,
     pub handoff: HistogramVec,
     pub queue_depth: IntGauge,
@@ -120,7 +121,7 @@ impl Metrics {
             failed: counter(
                 &r,
                 "taskd_subtasks_failed_total",
-                "Subtask runs that ended FAILED, by className",
+                "Subtask runs that ended FAILED (retried afterwards or not), by className",
                 &["class_name"],
             ),
             retried: counter(
@@ -134,6 +135,16 @@ impl Metrics {
                 "taskd_subtasks_timed_out_total",
                 "Subtask runs stopped by their timeout, by className",
                 &["class_name"],
+            ),
+            run_duration: histogram(
+                &r,
+                "taskd_subtask_run_duration_seconds",
+                "Time from a run's start to its end, by className and how it ended \
+                 (SUCCESSFUL or FAILED; runs handed back or abandoned are not counted)",
+                &["class_name", "status"],
+                vec![
+                    0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0,
+                ],
             ),
             claim_batch: histogram(
                 &r,
@@ -170,7 +181,19 @@ impl Metrics {
             ] {
                 c.with_label_values(&[class]);
             }
+            for status in RUN_ENDS {
+                self.run_duration.with_label_values(&[class, status]);
+            }
         }
+    }
+
+    /// Counts a run of `class_name` that ended after `secs`, successfully
+    /// or not.
+    pub fn observe_run(&self, class_name: &str, succeeded: bool, secs: f64) {
+        let status = RUN_ENDS[usize::from(!succeeded)];
+        self.run_duration
+            .with_label_values(&[class_label(class_name), status])
+            .observe(secs);
     }
 
     /// The text exposition format.
@@ -180,6 +203,9 @@ impl Metrics {
         String::from_utf8(buf).unwrap_or_default()
     }
 }
+
+/// The `status` label of a run's duration.
+const RUN_ENDS: [&str; 2] = ["SUCCESSFUL", "FAILED"];
 
 /// This process's metrics.
 pub static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
@@ -246,6 +272,12 @@ mod tests {
         for family in ["claimed", "finished", "failed", "retried", "timed_out"] {
             let series =
                 format!("taskd_subtasks_{family}_total{{class_name=\"test.never_ran\"}} 0");
+            assert!(text.contains(&series), "{series} missing");
+        }
+        for status in RUN_ENDS {
+            let series = format!(
+                "taskd_subtask_run_duration_seconds_count{{class_name=\"test.never_ran\",status=\"{status}\"}} 0"
+            );
             assert!(text.contains(&series), "{series} missing");
         }
     }

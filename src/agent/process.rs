@@ -2,6 +2,9 @@
 //! group of its own, reaping it when it exits, re-adopting it by pid after an
 //! agent restart, and stopping it (SIGTERM, a grace period, then SIGKILL).
 
+use nix::errno::Errno;
+use nix::sys::signal::{kill, killpg, Signal};
+use nix::unistd::{getpgid, Pid};
 use std::ffi::OsString;
 use std::fs::OpenOptions;
 use std::path::{Path, PathBuf};
@@ -166,13 +169,13 @@ impl Proc {
         }
         let mut killed = force;
         if force {
-            self.signal(libc::SIGKILL)?;
+            self.signal(Signal::SIGKILL)?;
         } else {
-            self.signal(libc::SIGTERM)?;
+            self.signal(Signal::SIGTERM)?;
             if !self.wait_gone(grace).await {
                 tracing::warn!(name = %self.name, pid = self.pid, ?grace,
                     "process ignored SIGTERM; sending SIGKILL");
-                self.signal(libc::SIGKILL)?;
+                self.signal(Signal::SIGKILL)?;
                 killed = true;
             }
         }
@@ -193,31 +196,18 @@ impl Proc {
 
     /// Sends `sig` to the process's group, or to the process alone when it
     /// does not lead its group.
-    fn signal(&self, sig: libc::c_int) -> Result<()> {
-        let Some(pid) = valid_pid(self.pid) else {
-            return Ok(());
-        };
+    fn signal(&self, sig: Signal) -> Result<()> {
         if !self.is_running() {
             return Ok(());
         }
-        // SAFETY: plain system calls on an integer pid; pid > 1 is checked,
-        // so neither "every process" (-1) nor "my group" (0) is addressed.
-        let leads_group = unsafe { libc::getpgid(pid) } == pid;
-        let target = if leads_group { -pid } else { pid };
-        // SAFETY: as above.
-        let rc = unsafe { libc::kill(target, sig) };
-        if rc == 0 {
-            return Ok(());
+        match signal_group_or_process(self.pid, sig) {
+            Ok(()) | Err(Errno::ESRCH) => Ok(()),
+            Err(e) => Err(Error::Signal {
+                name: self.name.clone(),
+                pid: self.pid,
+                source: e.into(),
+            }),
         }
-        let e = std::io::Error::last_os_error();
-        if e.raw_os_error() == Some(libc::ESRCH) {
-            return Ok(());
-        }
-        Err(Error::Signal {
-            name: self.name.clone(),
-            pid: self.pid,
-            source: e,
-        })
     }
 
     /// Waits up to `limit` for the process to be gone; true if it is.
@@ -247,9 +237,26 @@ impl Proc {
     }
 }
 
-/// A pid that may be signalled: greater than 1 and a valid `pid_t`.
-fn valid_pid(pid: u32) -> Option<libc::pid_t> {
-    libc::pid_t::try_from(pid).ok().filter(|p| *p > 1)
+/// A pid that may be signalled: greater than 1 and a valid `pid_t`, so
+/// that neither "every process" (-1) nor "my group" (0) is ever addressed.
+fn valid_pid(pid: u32) -> Option<Pid> {
+    i32::try_from(pid)
+        .ok()
+        .filter(|p| *p > 1)
+        .map(Pid::from_raw)
+}
+
+/// Sends `sig` to the group `pid` leads, or to `pid` alone when it leads
+/// none; nothing for a pid that [`valid_pid`] refuses.
+pub(crate) fn signal_group_or_process(pid: u32, sig: Signal) -> nix::Result<()> {
+    let Some(p) = valid_pid(pid) else {
+        return Ok(());
+    };
+    if getpgid(Some(p)) == Ok(p) {
+        killpg(p, sig)
+    } else {
+        kill(p, sig)
+    }
 }
 
 /// Whether `pid` is a live process of this user (not a zombie) and, when
@@ -258,9 +265,8 @@ pub fn is_alive(pid: u32, start_ticks: Option<u64>) -> bool {
     let Some(p) = valid_pid(pid) else {
         return false;
     };
-    // SAFETY: signal 0 only checks that the process exists and may be
-    // signalled; p > 1.
-    if unsafe { libc::kill(p, 0) } != 0 {
+    // No signal: only whether the process exists and may be signalled.
+    if kill(p, None).is_err() {
         // ESRCH: gone. EPERM: another user's process, so not ours.
         return false;
     }
@@ -304,17 +310,10 @@ pub fn describe_exit(status: ExitStatus) -> String {
         return format!("exited with code {code}");
     }
     match status.signal() {
-        Some(sig) => {
-            let name = match sig {
-                libc::SIGKILL => " (SIGKILL)",
-                libc::SIGTERM => " (SIGTERM)",
-                libc::SIGINT => " (SIGINT)",
-                libc::SIGABRT => " (SIGABRT)",
-                libc::SIGSEGV => " (SIGSEGV)",
-                _ => "",
-            };
-            format!("killed by signal {sig}{name}")
-        }
+        Some(sig) => match Signal::try_from(sig) {
+            Ok(known) => format!("killed by signal {sig} ({})", known.as_str()),
+            Err(_) => format!("killed by signal {sig}"),
+        },
         None => format!("ended: {status}"),
     }
 }

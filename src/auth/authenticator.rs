@@ -53,37 +53,34 @@ impl std::fmt::Debug for Credentials {
 }
 
 impl Credentials {
-    /// Reads `Basic base64(name:password)`; the scheme is case-insensitive.
+    /// Reads `Basic base64(name:password)` with `headers`' decoder; the
+    /// scheme is case-insensitive.
     pub fn from_header(value: &HeaderValue) -> Result<Credentials> {
+        use headers::authorization::{Authorization, Basic};
+        use headers::Header as _;
         let unreadable =
             |why: &str| Error::Unauthenticated(format!("{why}; send HTTP Basic credentials"));
         if value.len() > HEADER_MAX {
             return Err(unreadable("the Authorization header is too long"));
         }
-        let text = value
-            .to_str()
-            .map_err(|_| unreadable("the Authorization header is not ASCII"))?;
-        let (scheme, token) = text
-            .trim()
-            .split_once(' ')
-            .ok_or_else(|| unreadable("the Authorization header has no scheme"))?;
-        if !scheme.eq_ignore_ascii_case("basic") {
-            return Err(unreadable("only the Basic scheme is supported"));
-        }
-        let decoded = base64::engine::general_purpose::STANDARD
-            .decode(token.trim())
-            .map_err(|_| unreadable("the Basic credentials are not base64"))?;
-        let decoded = String::from_utf8(decoded)
-            .map_err(|_| unreadable("the Basic credentials are not UTF-8"))?;
-        let (name, password) = decoded
-            .split_once(':')
-            .ok_or_else(|| unreadable("the Basic credentials have no \":\""))?;
-        if name.is_empty() {
+        let basic = Authorization::<Basic>::decode(&mut std::iter::once(value)).map_err(|_| {
+            let scheme = value
+                .as_bytes()
+                .split(|b| *b == b' ')
+                .next()
+                .unwrap_or_default();
+            if scheme.eq_ignore_ascii_case(b"basic") {
+                unreadable("the Basic credentials are not base64 of UTF-8 \"name:password\"")
+            } else {
+                unreadable("only the Basic scheme is supported")
+            }
+        })?;
+        if basic.username().is_empty() {
             return Err(unreadable("the user name is empty"));
         }
         Ok(Credentials {
-            name: name.to_string(),
-            password: password.to_string(),
+            name: basic.username().to_string(),
+            password: basic.password().to_string(),
         })
     }
 
@@ -100,7 +97,7 @@ impl Credentials {
 struct Inner {
     pool: PgPool,
     config: AuthConfig,
-    cache: Mutex<CredentialCache>,
+    cache: CredentialCache,
     throttle: Mutex<Throttle>,
     hashing: Semaphore,
 }
@@ -130,10 +127,7 @@ impl Authenticator {
         let parallel = std::thread::available_parallelism().map_or(1, |n| n.get());
         Authenticator {
             inner: Arc::new(Inner {
-                cache: Mutex::new(CredentialCache::new(
-                    config.cache_ttl,
-                    config.cache_capacity,
-                )),
+                cache: CredentialCache::new(config.cache_ttl, config.cache_capacity),
                 throttle: Mutex::new(Throttle::new(
                     config.max_failures,
                     config.failure_window,
@@ -188,13 +182,10 @@ impl Authenticator {
         })
         .await?;
         if let Some(row) = &row {
-            let hit = lock(&self.inner.cache).hit(
-                &creds.name,
-                &creds.password,
-                row.id,
-                &row.password_hash,
-                Instant::now(),
-            );
+            let hit =
+                self.inner
+                    .cache
+                    .hit(&creds.name, &creds.password, row.id, &row.password_hash);
             if hit {
                 return principal(row);
             }
@@ -211,13 +202,9 @@ impl Authenticator {
         };
         match row {
             Some(row) if valid => {
-                lock(&self.inner.cache).remember(
-                    &creds.name,
-                    &creds.password,
-                    row.id,
-                    &row.password_hash,
-                    Instant::now(),
-                );
+                self.inner
+                    .cache
+                    .remember(&creds.name, &creds.password, row.id, &row.password_hash);
                 principal(&row)
             }
             _ => {

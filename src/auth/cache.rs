@@ -8,40 +8,42 @@
 //! the same stored hash as the database has now, so a deleted user, a
 //! re-created one or a changed password misses at once, on every replica;
 //! roles are read from the database on every request and are never cached.
-//! Entries live `ttl` (0 disables the cache); at most `capacity` are kept.
+//! Entries live `ttl` (0 disables the cache); at most `capacity` are kept,
+//! evicted by moka's policy (TinyLFU admission, LRU eviction) instead of a
+//! scan of every entry.
 
 use argon2::password_hash::rand_core::{OsRng, RngCore};
+use moka::sync::Cache;
 use sha2::{Digest, Sha256};
-use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 type Key = [u8; 32];
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Entry {
     user_id: i64,
     stored_hash: String,
-    expires: Instant,
 }
 
+/// Safe to share: moka's cache is concurrent, so no lock is held around it.
 #[derive(Debug)]
 pub(crate) struct CredentialCache {
-    ttl: Duration,
-    capacity: usize,
     salt: [u8; 32],
-    entries: HashMap<Key, Entry>,
+    /// None when the ttl is 0.
+    entries: Option<Cache<Key, Entry>>,
 }
 
 impl CredentialCache {
     pub(crate) fn new(ttl: Duration, capacity: usize) -> Self {
         let mut salt = [0u8; 32];
         OsRng.fill_bytes(&mut salt);
-        CredentialCache {
-            ttl,
-            capacity: capacity.max(1),
-            salt,
-            entries: HashMap::new(),
-        }
+        let entries = (!ttl.is_zero()).then(|| {
+            Cache::builder()
+                .max_capacity(capacity.max(1) as u64)
+                .time_to_live(ttl)
+                .build()
+        });
+        CredentialCache { salt, entries }
     }
 
     fn key(&self, name: &str, password: &str) -> Key {
@@ -55,101 +57,73 @@ impl CredentialCache {
 
     /// True when `name` and `password` were verified against `stored_hash`
     /// of user `user_id` less than `ttl` ago.
-    pub(crate) fn hit(
-        &mut self,
-        name: &str,
-        password: &str,
-        user_id: i64,
-        stored_hash: &str,
-        now: Instant,
-    ) -> bool {
-        if self.ttl.is_zero() {
+    pub(crate) fn hit(&self, name: &str, password: &str, user_id: i64, stored_hash: &str) -> bool {
+        let Some(entries) = &self.entries else {
             return false;
-        }
-        let key = self.key(name, password);
-        match self.entries.get(&key) {
-            Some(e) if e.expires > now => e.user_id == user_id && e.stored_hash == stored_hash,
-            Some(_) => {
-                self.entries.remove(&key);
-                false
-            }
-            None => false,
-        }
+        };
+        entries
+            .get(&self.key(name, password))
+            .is_some_and(|e| e.user_id == user_id && e.stored_hash == stored_hash)
     }
 
     /// Remembers a successful verification.
-    pub(crate) fn remember(
-        &mut self,
-        name: &str,
-        password: &str,
-        user_id: i64,
-        stored_hash: &str,
-        now: Instant,
-    ) {
-        if self.ttl.is_zero() {
-            return;
+    pub(crate) fn remember(&self, name: &str, password: &str, user_id: i64, stored_hash: &str) {
+        if let Some(entries) = &self.entries {
+            entries.insert(
+                self.key(name, password),
+                Entry {
+                    user_id,
+                    stored_hash: stored_hash.to_string(),
+                },
+            );
         }
-        if self.entries.len() >= self.capacity {
-            self.entries.retain(|_, e| e.expires > now);
-        }
-        while self.entries.len() >= self.capacity {
-            let soonest = self
-                .entries
-                .iter()
-                .min_by_key(|(_, e)| e.expires)
-                .map(|(k, _)| *k);
-            match soonest {
-                Some(k) => {
-                    self.entries.remove(&k);
-                }
-                None => break,
-            }
-        }
-        let key = self.key(name, password);
-        self.entries.insert(
-            key,
-            Entry {
-                user_id,
-                stored_hash: stored_hash.to_string(),
-                expires: now + self.ttl,
-            },
-        );
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Instant;
 
     #[test]
     fn hits_need_the_same_password_user_and_stored_hash_within_the_ttl() {
-        let mut c = CredentialCache::new(Duration::from_secs(60), 10);
-        let now = Instant::now();
-        c.remember("alice", "pw-one-1", 1, "$h1", now);
-        assert!(c.hit("alice", "pw-one-1", 1, "$h1", now));
-        assert!(!c.hit("alice", "pw-two-2", 1, "$h1", now));
+        let c = CredentialCache::new(Duration::from_secs(60), 10);
+        c.remember("alice", "pw-one-1", 1, "$h1");
+        assert!(c.hit("alice", "pw-one-1", 1, "$h1"));
+        assert!(!c.hit("alice", "pw-two-2", 1, "$h1"));
+        assert!(!c.hit("alice", "pw-one-1", 2, "$h1"), "re-created user");
+        assert!(!c.hit("alice", "pw-one-1", 1, "$h2"), "new password");
+        assert!(!c.hit("bob", "pw-one-1", 1, "$h1"));
+    }
+
+    #[test]
+    fn entries_expire_after_the_ttl() {
+        let c = CredentialCache::new(Duration::from_millis(50), 10);
+        let remembered = Instant::now();
+        c.remember("alice", "pw", 1, "$h");
+        // Wait on the condition, with a deadline.
+        let deadline = remembered + Duration::from_secs(10);
+        while c.hit("alice", "pw", 1, "$h") {
+            assert!(Instant::now() < deadline, "the entry never expired");
+            std::thread::sleep(Duration::from_millis(10));
+        }
         assert!(
-            !c.hit("alice", "pw-one-1", 2, "$h1", now),
-            "re-created user"
+            remembered.elapsed() >= Duration::from_millis(50),
+            "not before the ttl"
         );
-        assert!(!c.hit("alice", "pw-one-1", 1, "$h2", now), "new password");
-        assert!(!c.hit("bob", "pw-one-1", 1, "$h1", now));
-        assert!(!c.hit("alice", "pw-one-1", 1, "$h1", now + Duration::from_secs(60)));
-        assert!(c.entries.is_empty(), "the expired entry is dropped");
     }
 
     #[test]
     fn a_zero_ttl_disables_it_and_capacity_bounds_it() {
-        let now = Instant::now();
-        let mut off = CredentialCache::new(Duration::ZERO, 10);
-        off.remember("alice", "pw", 1, "$h", now);
-        assert!(!off.hit("alice", "pw", 1, "$h", now));
-        let mut c = CredentialCache::new(Duration::from_secs(60), 2);
-        for (i, name) in ["a", "b", "c", "d"].iter().enumerate() {
-            c.remember(name, "pw", 1, "$h", now + Duration::from_millis(i as u64));
+        let off = CredentialCache::new(Duration::ZERO, 10);
+        off.remember("alice", "pw", 1, "$h");
+        assert!(!off.hit("alice", "pw", 1, "$h"));
+        let c = CredentialCache::new(Duration::from_secs(60), 2);
+        for name in ["a", "b", "c", "d", "e", "f"] {
+            c.remember(name, "pw", 1, "$h");
         }
-        assert_eq!(c.entries.len(), 2);
-        assert!(c.hit("d", "pw", 1, "$h", now));
-        assert!(!c.hit("a", "pw", 1, "$h", now));
+        let entries = c.entries.as_ref().expect("enabled");
+        entries.run_pending_tasks();
+        assert!(entries.entry_count() <= 2, "{}", entries.entry_count());
     }
 }

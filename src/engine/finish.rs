@@ -231,10 +231,13 @@ fn count(f: &Finished, status: SubtaskStatus) {
     let class = crate::metrics::class_label(&f.class_name);
     let m = &crate::metrics::METRICS;
     m.finished.with_label_values(&[class]).inc();
-    match status {
-        SubtaskStatus::Failed => m.failed.with_label_values(&[class]).inc(),
-        SubtaskStatus::Ready => m.retried.with_label_values(&[class]).inc(),
-        _ => {}
+    // Every run that failed, whether it is retried (the subtask READY
+    // again) or not: the help of the series says runs, not subtasks.
+    if matches!(f.outcome, Outcome::Failed { .. } | Outcome::Lost { .. }) {
+        m.failed.with_label_values(&[class]).inc();
+    }
+    if status == SubtaskStatus::Ready {
+        m.retried.with_label_values(&[class]).inc();
     }
 }
 

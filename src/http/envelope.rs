@@ -2,6 +2,11 @@
 //! request its trace id and span and wraps whatever a handler (or axum, or a
 //! layer) answered into `{data | error, successful, timestamp, duration,
 //! status, traceId, server}`.
+//!
+//! The trace id is not tower-http's request-id layers' job: they keep any
+//! value a caller sent (this replaces an invalid one and reads W3C
+//! `traceparent` too) and would still leave the id to be put in the span
+//! and the body here.
 
 use super::wire::{payload_response, ErrorBody, Payload, SubError};
 pub use super::wire::{EmptyEnvelope, Envelope, ErrorEnvelope, PageInfo, Paged};
@@ -15,6 +20,7 @@ use chrono::{DateTime, Local, SecondsFormat, Utc};
 use serde::Serialize;
 use std::time::Instant;
 use tracing::Instrument;
+use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
 /// The request and response header carrying the trace id.
 pub const TRACE_HEADER: &str = "x-trace-id";
@@ -91,17 +97,37 @@ pub fn new_trace_id() -> String {
     format!("{:016x}", rand::random::<u64>())
 }
 
+/// The trace id of a request and, when its caller sent a valid
+/// `traceparent`, the caller's span: `X-Trace-Id` when valid names the
+/// trace (the caller's span is then its parent only when in that trace);
+/// otherwise `traceparent`'s trace id (32 hex digits) is the trace id;
+/// otherwise a new one.
+fn request_trace(
+    headers: &axum::http::HeaderMap,
+) -> (String, Option<opentelemetry::trace::SpanContext>) {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let parent =
+        header(crate::telemetry::TRACEPARENT_HEADER).and_then(crate::telemetry::parse_traceparent);
+    match header(TRACE_HEADER).filter(|s| valid_trace_id(s)) {
+        Some(t) => {
+            let same = |p: &opentelemetry::trace::SpanContext| {
+                p.trace_id() == crate::telemetry::otel_trace_id(t)
+            };
+            (t.to_owned(), parent.filter(same))
+        }
+        None => match parent {
+            Some(p) => (p.trace_id().to_string(), Some(p)),
+            None => (new_trace_id(), None),
+        },
+    }
+}
+
 /// The middleware: trace id, span, and the envelope around the answer.
 pub(crate) async fn layer(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
     let started = Instant::now();
-    let trace_id = req
-        .headers()
-        .get(TRACE_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .filter(|s| valid_trace_id(s))
-        .map(str::to_owned)
-        .unwrap_or_else(new_trace_id);
+    let (trace_id, caller) = request_trace(req.headers());
     let span = tracing::info_span!(
+        parent: None,
         "request",
         trace_id = %trace_id,
         method = %req.method(),
@@ -111,12 +137,18 @@ pub(crate) async fn layer(State(state): State<AppState>, mut req: Request, next:
         // the logs.
         user = tracing::field::Empty,
     );
+    match caller {
+        Some(parent) => crate::telemetry::start_under(&span, parent),
+        None => crate::telemetry::start_in_trace(&span, &trace_id),
+    }
     let route = req
         .extensions()
         .get::<axum::extract::MatchedPath>()
         .map(|p| p.as_str().to_owned())
         .unwrap_or_else(|| "unmatched".to_owned());
     let method = req.method().as_str().to_owned();
+    span.set_attribute("http.route", route.clone());
+    let otel_span = span.clone();
     req.extensions_mut().insert(RequestCtx {
         trace_id: trace_id.clone(),
         started,
@@ -125,6 +157,7 @@ pub(crate) async fn layer(State(state): State<AppState>, mut req: Request, next:
         let resp = next.run(req).await;
         let resp = wrap(resp, &trace_id, started, &state.server).await;
         let status = resp.status().as_u16();
+        otel_span.set_attribute("http.response.status_code", i64::from(status));
         let duration_ms = started.elapsed().as_millis() as u64;
         let m = &crate::metrics::METRICS;
         m.http_requests

@@ -21,7 +21,9 @@ use utoipa_axum::{router::OpenApiRouter, routes};
         description = "OCP-compatible task API: OBServer and agent operations as DAG tasks, \
                        task management and the inventory. Every response is OCP's envelope \
                        (`data` or `error`, `successful`, `timestamp`, `duration`, `status`, \
-                       `traceId`, `server`); send `X-Trace-Id` to choose the trace id. \
+                       `traceId`, `server`); send `X-Trace-Id` to choose the trace id, or a W3C \
+                       `traceparent` to serve the request in the caller's trace (its \
+                       trace id, 32 hex digits, is then the trace id). \
                        Every route but the probes needs HTTP Basic credentials of a user; \
                        what each user may do comes from its roles: ADMIN (everything, \
                        including inventory writes and users), CLUSTER_MANAGER (server \

@@ -85,6 +85,11 @@ pub struct TaskView {
     #[schema(value_type = Option<String>, format = DateTime)]
     pub finish_time: Option<DateTime<Utc>>,
     pub prohibit_rollback: bool,
+    /// The trace of the request that created the task, and of every run of
+    /// its subtasks (not in OCP's shape). A trace id of 32 hex digits is
+    /// the W3C trace id of their spans; a shorter hex one, zero-padded on
+    /// the left; any other, the first 16 bytes of its SHA-256.
+    pub trace_id: String,
     pub subtasks: Vec<SubtaskView>,
 }
 
@@ -247,6 +252,7 @@ pub(crate) async fn render_tasks(pool: &PgPool, rows: Vec<TaskRow>) -> Result<Ve
             start_time: t.start_time,
             finish_time: t.finish_time,
             prohibit_rollback: t.prohibit_rollback,
+            trace_id: t.trace_id,
         })
         .collect())
 }

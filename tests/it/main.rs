@@ -30,6 +30,8 @@ mod http_api;
 mod http_ops;
 mod inventory;
 mod logs;
+mod metrics;
+mod otel;
 mod pg_faults;
 mod pg_outage;
 mod promotion;

@@ -4,6 +4,7 @@
 pub mod demo;
 pub mod engine;
 pub mod routes;
+pub mod served;
 
 use sqlx::PgPool;
 use std::future::Future;

@@ -1,4 +1,5 @@
-//! The `flock` on a state directory that keeps two agents from sharing it.
+//! The exclusive lock (std's `File::try_lock`, an `flock`) on a state
+//! directory that keeps two agents from sharing it.
 
 use super::{Error, Result, LOCK_FILE};
 use std::path::Path;
@@ -31,7 +32,6 @@ impl DirLock {
     }
 
     pub(super) fn take(dir: &Path) -> Result<DirLock> {
-        use std::os::fd::AsRawFd;
         let path = dir.join(LOCK_FILE);
         let file = std::fs::OpenOptions::new()
             .create(true)
@@ -42,17 +42,13 @@ impl DirLock {
                 path: path.clone(),
                 source,
             })?;
-        // SAFETY: flock on a descriptor this function owns.
-        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-        if rc != 0 {
-            let e = std::io::Error::last_os_error();
-            if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
-                return Err(Error::Locked {
-                    path: dir.to_path_buf(),
-                });
-            }
-            return Err(Error::StateDir { path, source: e });
+        // std's lock is `flock(LOCK_EX | LOCK_NB)` on Unix.
+        match file.try_lock() {
+            Ok(()) => Ok(DirLock { _file: file }),
+            Err(std::fs::TryLockError::WouldBlock) => Err(Error::Locked {
+                path: dir.to_path_buf(),
+            }),
+            Err(std::fs::TryLockError::Error(source)) => Err(Error::StateDir { path, source }),
         }
-        Ok(DirLock { _file: file })
     }
 }

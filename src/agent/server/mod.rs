@@ -219,14 +219,12 @@ pub fn kill_recorded_processes(state_dir: &Path) -> Result<usize> {
     for (name, rec) in &file.processes {
         let Some(pid) = rec.pid else { continue };
         if let Some(p) = Proc::adopt(name, pid, rec.start_ticks) {
-            // SAFETY: plain system calls; adopt() returned Some only for a
-            // live process with pid > 1, and its group is signalled only
-            // when it leads one.
-            unsafe {
-                let pid = pid as libc::pid_t;
-                let target = if libc::getpgid(pid) == pid { -pid } else { pid };
-                libc::kill(target, libc::SIGKILL);
-            }
+            // adopt() returned Some only for a live process; one gone since
+            // is no error.
+            let _ = crate::agent::process::signal_group_or_process(
+                pid,
+                nix::sys::signal::Signal::SIGKILL,
+            );
             tracing::info!(name = %p.name, pid, "killed a recorded process");
             killed += 1;
         }

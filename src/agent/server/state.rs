@@ -181,18 +181,19 @@ pub(super) fn read_state(path: &Path) -> Result<Option<StateFile>> {
     Ok(Some(file))
 }
 
-/// Writes `bytes` to `path` atomically: a temporary file in the same
-/// directory, flushed, renamed over `path`, then the directory flushed.
+/// Writes `bytes` to `path` atomically: a temporary file of a name of its
+/// own in the same directory (removed if anything fails), flushed, renamed
+/// over `path`, then the directory flushed.
 pub(super) fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     let dir = path.parent().unwrap_or(Path::new("."));
-    let tmp = path.with_extension("json.tmp");
-    {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-    }
-    std::fs::rename(&tmp, path)?;
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".state-")
+        .suffix(".tmp")
+        .tempfile_in(dir)?;
+    tmp.write_all(bytes)?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(path).map_err(|e| e.error)?;
     if let Ok(d) = std::fs::File::open(dir) {
         let _ = d.sync_all();
     }
@@ -275,7 +276,12 @@ mod tests {
         write_atomically(&path, &bytes).expect("write");
         let back = read_state(&path).expect("read").expect("present");
         assert!(back.observer_active);
-        assert!(!path.with_extension("json.tmp").exists());
+        let left: Vec<_> = std::fs::read_dir(&dir)
+            .expect("list the state directory")
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter(|n| n.ends_with(".tmp"))
+            .collect();
+        assert!(left.is_empty(), "temporary files left: {left:?}");
         let held = DirLock::take(&dir).expect("first lock");
         assert!(matches!(DirLock::take(&dir), Err(Error::Locked { .. })));
         drop(held);

@@ -5,6 +5,7 @@
 use super::{RunResult, StopReason, Worker};
 use crate::actions::{ActionError, Run};
 use crate::engine::finish::{Finished, Outcome};
+use crate::metrics::METRICS;
 use crate::model::SubtaskOperation;
 use crate::store::subtask::{Claimed, RunKey};
 use std::time::Duration;
@@ -12,9 +13,11 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 impl Worker {
-    /// Runs one claimed subtask's action, in a span naming the run.
+    /// Runs one claimed subtask's action, in a span naming the run: a root
+    /// span of the task's trace, whatever the worker was doing.
     pub(super) async fn execute(&self, c: Claimed) -> RunResult {
         let span = tracing::info_span!(
+            parent: None,
             "subtask",
             trace_id = %c.trace_id,
             task_id = c.task_id,
@@ -22,7 +25,18 @@ impl Worker {
             run_time = c.run_time,
             class_name = %c.class_name,
         );
-        self.execute_inner(c).instrument(span).await
+        crate::telemetry::start_in_trace(&span, &c.trace_id);
+        let (class_name, started) = (c.class_name.clone(), std::time::Instant::now());
+        let result = self.execute_inner(c).instrument(span).await;
+        if let RunResult::Write(Finished { outcome, .. }) = &result {
+            let secs = started.elapsed().as_secs_f64();
+            match outcome {
+                Outcome::Succeeded(_) => METRICS.observe_run(&class_name, true, secs),
+                Outcome::Failed { .. } => METRICS.observe_run(&class_name, false, secs),
+                Outcome::Release | Outcome::Lost { .. } => {}
+            }
+        }
+        result
     }
 
     /// What the action of `c` is given: the run's identity, its input
@@ -138,7 +152,7 @@ impl Worker {
             },
             Err(ActionError::Cancelled) => {
                 if timed_out {
-                    crate::metrics::METRICS
+                    METRICS
                         .timed_out
                         .with_label_values(&[crate::metrics::class_label(&c.class_name)])
                         .inc();
