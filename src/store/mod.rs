@@ -1,5 +1,25 @@
 //! All SQL lives here, one file per aggregate. Functions take an executor or
 //! `&mut PgConnection`, so the caller owns the transaction.
+//!
+//! Static statements use sqlx's query macros (`query!`, `query_as!`,
+//! `query_scalar!`): the build checks each against the schema of
+//! `migrations/`, through the offline data committed in `.sqlx/` (regenerate
+//! it with `.ci/sqlx-data`; README, "Compile-checked SQL"). A macro takes one
+//! literal, so a row's columns are spelled out in each statement that reads
+//! it. These stay runtime strings, for the reason given:
+//! - `task::list`, `task::count`, `task::explain_list`: built per request
+//!   with `QueryBuilder` (which filters apply, the sort, whether to gather a
+//!   time range first).
+//! - `subtask::claim` and `subtask::end_and_promote`: both splice the same
+//!   run separator expression (`separator_line!`) with `concat!`, which the
+//!   macros cannot take; the promotion statements of `subtask`
+//!   (`end_and_promote` to `fail_pending`) are converted with the work on
+//!   promotion cost (issue 15).
+//! - `bench::drop_database`, `bench::recreate_database`,
+//!   `bench_history::run_query`, `bench_history::plan`: a database name, or a
+//!   statement the bench is given, is only known at run time.
+//! - `db` (outside this module): `create database` with the configured name,
+//!   and refinery's own history table, which `migrations/` does not create.
 
 pub mod bench;
 pub mod bench_history;
@@ -74,7 +94,7 @@ pub(crate) fn parse<T: std::str::FromStr<Err = String>>(s: &str) -> Result<T> {
 /// statistics that lag a fast-growing table the planner would otherwise
 /// hash-join them against a scan of every subtask, history included.
 pub async fn prefer_index_scans(conn: &mut sqlx::PgConnection) -> Result<()> {
-    sqlx::query("set local enable_seqscan = off")
+    sqlx::query!("set local enable_seqscan = off",)
         .execute(conn)
         .await?;
     Ok(())
@@ -89,8 +109,7 @@ pub const CANCEL_CHANNEL: &str = "taskd_cancel";
 /// Sends the wake-up hint to idle workers; delivered when the caller's
 /// transaction commits, and collapsed with its duplicates.
 pub async fn notify_ready(conn: &mut sqlx::PgConnection) -> Result<()> {
-    sqlx::query("select pg_notify($1, '')")
-        .bind(READY_CHANNEL)
+    sqlx::query!("select pg_notify($1, '')", READY_CHANNEL,)
         .execute(conn)
         .await?;
     Ok(())
@@ -98,10 +117,12 @@ pub async fn notify_ready(conn: &mut sqlx::PgConnection) -> Result<()> {
 
 /// Tells the worker holding `subtask` that it was cancelled.
 pub async fn notify_cancel(conn: &mut sqlx::PgConnection, subtask: i64) -> Result<()> {
-    sqlx::query("select pg_notify($1, $2)")
-        .bind(CANCEL_CHANNEL)
-        .bind(subtask.to_string())
-        .execute(conn)
-        .await?;
+    sqlx::query!(
+        "select pg_notify($1, $2)",
+        CANCEL_CHANNEL,
+        subtask.to_string(),
+    )
+    .execute(conn)
+    .await?;
     Ok(())
 }
