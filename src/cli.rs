@@ -7,7 +7,7 @@ use crate::config::{
 };
 use crate::{auth, db, engine};
 use anyhow::Context as _;
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -415,10 +415,47 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
+/// Parses the command line like `Cli::parse`, but a value refused by clap
+/// that came from an environment variable names that variable.
+pub fn parse_cli() -> Cli {
+    parse_from(std::env::args_os(), |name| std::env::var_os(name))
+}
+
+fn parse_from<I, T>(args: I, env: impl Fn(&str) -> Option<std::ffi::OsString>) -> Cli
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    use clap::FromArgMatches;
+    let mut cmd = Cli::command();
+    let parsed = cmd
+        .try_get_matches_from_mut(args)
+        .and_then(|m| Cli::from_arg_matches(&m));
+    match parsed {
+        Ok(cli) => cli,
+        Err(err) => {
+            let note = crate::report::env_note(&cmd, &err, &env);
+            match note {
+                Some(note) => {
+                    // Print clap's message with the note in its first line.
+                    let rendered = err.render().to_string();
+                    let mut lines = rendered.lines();
+                    let first = lines.next().unwrap_or_default();
+                    eprintln!("{first} {note}");
+                    for l in lines {
+                        eprintln!("{l}");
+                    }
+                    std::process::exit(2);
+                }
+                None => err.exit(),
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::CommandFactory;
 
     #[test]
     fn every_flag_has_an_environment_variable_and_help() {
@@ -443,5 +480,22 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn a_refused_environment_value_names_its_variable() {
+        let cmd = Cli::command();
+        let err = cmd
+            .clone()
+            .try_get_matches_from(["taskd", "serve", "--workers", "x"])
+            .expect_err("x is no number");
+        let env = |name: &str| (name == "TASKD_WORKERS").then(|| "x".into());
+        assert_eq!(
+            crate::report::env_note(&cmd, &err, &env).as_deref(),
+            Some("(from the environment: TASKD_WORKERS=x)")
+        );
+        // A value given as a flag is not blamed on the variable.
+        let none = |_: &str| None;
+        assert_eq!(crate::report::env_note(&cmd, &err, &none), None);
     }
 }

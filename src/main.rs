@@ -2,7 +2,7 @@
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    let cli = taskd::report::parse_cli();
+    let cli = taskd::cli::parse_cli();
     taskd::cli::init_tracing(&cli);
     match taskd::cli::run(cli).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
