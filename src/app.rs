@@ -282,7 +282,7 @@ async fn run_worker_loops(
 /// address, or the host name with the port when bound to every interface.
 fn advertised_address(addr: SocketAddr) -> String {
     if addr.ip().is_unspecified() {
-        format!("{}:{}", crate::config::host_name(), addr.port())
+        format!("{}:{}", crate::engine::host_name(), addr.port())
     } else {
         addr.to_string()
     }

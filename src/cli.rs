@@ -7,7 +7,7 @@ use crate::config::{
 };
 use crate::{auth, db, engine};
 use anyhow::Context as _;
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -426,10 +426,69 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
+/// Parses the command line like `Cli::parse`, but a value refused by clap
+/// that came from an environment variable names that variable.
+pub fn parse_cli() -> Cli {
+    parse_from(std::env::args_os(), |name| std::env::var_os(name))
+}
+
+fn parse_from<I, T>(args: I, env: impl Fn(&str) -> Option<std::ffi::OsString>) -> Cli
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    use clap::FromArgMatches;
+    let mut cmd = Cli::command();
+    let parsed = cmd.try_get_matches_from_mut(args).and_then(|m| {
+        let mut cli = Cli::from_arg_matches(&m)?;
+        note_given(&mut cli, &m);
+        Ok(cli)
+    });
+    match parsed {
+        Ok(cli) => cli,
+        Err(err) => {
+            let note = crate::report::env_note(&cmd, &err, &env);
+            match note {
+                Some(note) => {
+                    // Print clap's message with the note in its first line.
+                    let rendered = err.render().to_string();
+                    let mut lines = rendered.lines();
+                    let first = lines.next().unwrap_or_default();
+                    eprintln!("{first} {note}");
+                    for l in lines {
+                        eprintln!("{l}");
+                    }
+                    std::process::exit(2);
+                }
+                None => err.exit(),
+            }
+        }
+    }
+}
+
+/// Tells the demo which shared settings the user gave (it moves the
+/// others when their defaults are taken).
+fn note_given(cli: &mut Cli, m: &clap::ArgMatches) {
+    use clap::parser::ValueSource;
+    let (Command::Demo { demo, .. }, Some(("demo", m))) = (&mut cli.command, m.subcommand())
+    else {
+        return;
+    };
+    let given = |id: &str| {
+        matches!(
+            m.value_source(id),
+            Some(ValueSource::CommandLine | ValueSource::EnvVariable)
+        )
+    };
+    demo.given = crate::demo::Given {
+        database_url: given("database_url"),
+        listen: given("listen"),
+    };
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::CommandFactory;
 
     #[test]
     fn every_flag_has_an_environment_variable_and_help() {
@@ -454,5 +513,22 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn a_refused_environment_value_names_its_variable() {
+        let cmd = Cli::command();
+        let err = cmd
+            .clone()
+            .try_get_matches_from(["taskd", "serve", "--workers", "x"])
+            .expect_err("x is no number");
+        let env = |name: &str| (name == "TASKD_WORKERS").then(|| "x".into());
+        assert_eq!(
+            crate::report::env_note(&cmd, &err, &env).as_deref(),
+            Some("(from the environment: TASKD_WORKERS=x)")
+        );
+        // A value given as a flag is not blamed on the variable.
+        let none = |_: &str| None;
+        assert_eq!(crate::report::env_note(&cmd, &err, &none), None);
     }
 }

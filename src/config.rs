@@ -3,15 +3,6 @@
 use clap::Args;
 use std::time::Duration;
 
-/// This machine's host name ("localhost" when none is readable): the
-/// API's advertised address on every interface and the prefix of worker ids.
-pub fn host_name() -> String {
-    hostname::get()
-        .ok()
-        .and_then(|h| h.into_string().ok())
-        .unwrap_or_else(|| "localhost".into())
-}
-
 /// Where the database is.
 #[derive(Debug, Clone, Args)]
 pub struct DbArgs {

@@ -12,7 +12,6 @@
 //! - [`cli`]: subcommands and what each runs.
 //! - [`client`]: `taskd tasks` and `taskd ops`, a client of the REST API.
 //! - [`config`]: settings from flags and environment.
-//! - [`console`]: the operator console in the browser, its sessions and assets.
 //! - `demo`: `taskd demo`, agents and a demo inventory in one command.
 //! - [`db`]: connection pool and advisory-locked migrations.
 //! - [`metrics`]: Prometheus metrics of the process.
@@ -33,7 +32,9 @@
 //! - [`auth`]: users, roles and permissions, HTTP Basic authentication.
 //! - [`http`]: the REST API (operations, task management, inventory): it
 //!   parses, authorises and answers; OCP's wire types, envelope, errors,
-//!   the OpenAPI document (one declaration per route) and health probes.
+//!   the OpenAPI document (one declaration per route) and health probes;
+//!   and the operator console in the browser (`http::console`: its
+//!   sessions, views and assets), served by the same router.
 //!
 //! Where to look: a process is assembled in [`app`]; an OCP rule lives in
 //! [`operations`]; a run is finished in `engine::finish`.
@@ -46,7 +47,6 @@ mod bench;
 pub mod cli;
 pub mod client;
 pub mod config;
-pub mod console;
 pub mod dag;
 pub mod db;
 mod demo;

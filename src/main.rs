@@ -2,7 +2,7 @@
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    let cli = taskd::report::parse_cli();
+    let cli = taskd::cli::parse_cli();
     let telemetry = match taskd::cli::init_tracing(&cli) {
         Ok(t) => t,
         Err(e) => {

@@ -2,7 +2,6 @@
 //! where, each cause once, and for a bad setting the variable it came from.
 
 use clap::error::{ContextKind, ContextValue, ErrorKind};
-use clap::CommandFactory;
 
 /// The error and its causes on one line, `a: b: c`, leaving out a cause
 /// whose text the line already holds (sqlx and io errors repeat their
@@ -39,69 +38,8 @@ pub fn database_at(database_url: &str) -> String {
     }
 }
 
-/// Parses the command line like `Cli::parse`, but a value refused by clap
-/// that came from an environment variable names that variable.
-pub fn parse_cli() -> crate::cli::Cli {
-    parse_from(std::env::args_os(), |name| std::env::var_os(name))
-}
-
-fn parse_from<I, T>(args: I, env: impl Fn(&str) -> Option<std::ffi::OsString>) -> crate::cli::Cli
-where
-    I: IntoIterator<Item = T>,
-    T: Into<std::ffi::OsString> + Clone,
-{
-    use clap::FromArgMatches;
-    let mut cmd = crate::cli::Cli::command();
-    let parsed = cmd.try_get_matches_from_mut(args).and_then(|m| {
-        let mut cli = crate::cli::Cli::from_arg_matches(&m)?;
-        note_given(&mut cli, &m);
-        Ok(cli)
-    });
-    match parsed {
-        Ok(cli) => cli,
-        Err(err) => {
-            let note = env_note(&cmd, &err, &env);
-            match note {
-                Some(note) => {
-                    // Print clap's message with the note in its first line.
-                    let rendered = err.render().to_string();
-                    let mut lines = rendered.lines();
-                    let first = lines.next().unwrap_or_default();
-                    eprintln!("{first} {note}");
-                    for l in lines {
-                        eprintln!("{l}");
-                    }
-                    std::process::exit(2);
-                }
-                None => err.exit(),
-            }
-        }
-    }
-}
-
-/// Tells the demo which shared settings the user gave (it moves the
-/// others when their defaults are taken).
-fn note_given(cli: &mut crate::cli::Cli, m: &clap::ArgMatches) {
-    use clap::parser::ValueSource;
-    let (crate::cli::Command::Demo { demo, .. }, Some(("demo", m))) =
-        (&mut cli.command, m.subcommand())
-    else {
-        return;
-    };
-    let given = |id: &str| {
-        matches!(
-            m.value_source(id),
-            Some(ValueSource::CommandLine | ValueSource::EnvVariable)
-        )
-    };
-    demo.given = crate::demo::Given {
-        database_url: given("database_url"),
-        listen: given("listen"),
-    };
-}
-
 /// "(from TASKD_WORKERS=x)" when the refused value is that variable's.
-fn env_note(
+pub(crate) fn env_note(
     cmd: &clap::Command,
     err: &clap::Error,
     env: &impl Fn(&str) -> Option<std::ffi::OsString>,
@@ -167,22 +105,5 @@ mod tests {
             "PostgreSQL at 127.0.0.1:5432"
         );
         assert!(!database_at("nonsense s3cret").contains("s3cret"));
-    }
-
-    #[test]
-    fn a_refused_environment_value_names_its_variable() {
-        let cmd = crate::cli::Cli::command();
-        let err = cmd
-            .clone()
-            .try_get_matches_from(["taskd", "serve", "--workers", "x"])
-            .expect_err("x is no number");
-        let env = |name: &str| (name == "TASKD_WORKERS").then(|| "x".into());
-        assert_eq!(
-            env_note(&cmd, &err, &env).as_deref(),
-            Some("(from the environment: TASKD_WORKERS=x)")
-        );
-        // A value given as a flag is not blamed on the variable.
-        let none = |_: &str| None;
-        assert_eq!(env_note(&cmd, &err, &none), None);
     }
 }

@@ -5,6 +5,7 @@
 pub mod ocp;
 mod scope;
 mod status;
+mod target;
 pub mod testing;
 
 use crate::model::{Context, SubtaskOperation};

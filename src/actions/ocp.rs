@@ -1,25 +1,25 @@
 //! The actions of the four OCP templates. Each does real work: through the
 //! host's agent over HTTP (with the run's idempotency key) and in the
 //! inventory in PostgreSQL; each has a rollback, and the waiting steps stop
-//! when their run is cancelled.
+//! when their run is cancelled. The agent restart's steps are in
+//! `agent_steps`.
 
-use super::scope;
 use super::status::{
     former_key, restore_statuses, set_cluster, set_server, set_zone, SyncClusterInfo, UpdateStatus,
 };
 use super::{Action, ActionError, ActionResult, Registry, Run};
-use crate::agent::client::{AgentClient, Error as AgentError};
 use crate::agent::protocol::{StartObserver, StopObserver};
 use crate::dag::templates::OCP;
 pub use crate::model::ocp::Level;
-use crate::model::ocp::{key, status_key, OcpContext, Phase};
+use crate::model::ocp::{key, status_key, Phase};
 use crate::store::inventory::{
-    self, AgentStatus as HostAgentStatus, ClusterStatus, HostRow, ServerStatus, ServerTarget,
-    ZoneStatus,
+    AgentStatus as HostAgentStatus, ClusterStatus, ServerStatus, ServerTarget, ZoneStatus,
 };
 use async_trait::async_trait;
-use std::str::FromStr;
-use std::time::Duration;
+
+mod agent_steps;
+
+pub use agent_steps::{FinishAgent, PrepareAgent, RestartPosProxy, StartAll, StopAll};
 
 /// Registers every template className.
 pub fn register(r: &mut Registry) {
@@ -76,70 +76,7 @@ pub fn register(r: &mut Registry) {
     r.register(&c("obagent.FinishOcpAgentOperationTask"), FinishAgent);
 }
 
-// ------------------------------------------------------------- helpers
-
-pub(super) fn db_err(e: impl std::fmt::Display) -> ActionError {
-    ActionError::failed(format!("inventory update failed: {e}"))
-}
-
-pub(super) fn parse_id(run: &Run, key: &str) -> Result<i64, ActionError> {
-    run.require(key)?
-        .parse()
-        .map_err(|_| ActionError::failed(format!("context key {key:?} is not an id")))
-}
-
-fn parse_status<T: FromStr<Err = String>>(run: &Run, key: &str) -> Result<T, ActionError> {
-    run.require(key)?.parse().map_err(ActionError::failed)
-}
-
-fn force(run: &Run) -> bool {
-    OcpContext::force(&run.context)
-}
-
-pub(super) async fn target(run: &Run) -> Result<ServerTarget, ActionError> {
-    let id = scope::server_id(run)?;
-    run.inventory(|| inventory::get_server_target(&run.deps.pool, id))
-        .await
-        .map_err(db_err)?
-        .ok_or_else(|| ActionError::failed(format!("server {id} is not in the inventory")))
-}
-
-async fn host(run: &Run) -> Result<HostRow, ActionError> {
-    let id = scope::host_id(run)?;
-    run.inventory(|| inventory::get_host(&run.deps.pool, id))
-        .await
-        .map_err(db_err)?
-        .ok_or_else(|| ActionError::failed(format!("host {id} is not in the inventory")))
-}
-
-pub(super) fn client(run: &Run, host: &HostRow) -> Result<AgentClient, ActionError> {
-    AgentClient::new(run.deps.http.clone(), &host.agent_url)
-        .map(|c| c.with_deadline(run.deadline, run.deps.agent_call_cap))
-        .map_err(|e| agent_err(host, e))
-}
-
-/// An agent failure as a run failure naming the host.
-pub(super) fn agent_err(host: &HostRow, e: AgentError) -> ActionError {
-    match e {
-        AgentError::Cancelled { .. } => ActionError::Cancelled,
-        e => ActionError::failed(format!("agent of host {} ({}): {e}", host.name, host.ip)),
-    }
-}
-
-fn deadline(run: &Run) -> tokio::time::Instant {
-    // The engine stops the run at its timeout; the wait gives up just before
-    // so that its message says what it last saw.
-    let margin = Duration::from_millis(500).min(run.timeout / 4);
-    run.deadline.checked_sub(margin).unwrap_or(run.deadline)
-}
-
-async fn set_host(run: &Run, id: i64, s: HostAgentStatus) -> ActionResult {
-    run.inventory(|| inventory::set_host_agent_status(&run.deps.pool, id, s, None))
-        .await
-        .map_err(db_err)?;
-    run.log(format!("host {id} agent status -> {s}")).await;
-    Ok(())
-}
+use super::target::{agent_err, client, deadline, force, host, parse_status, set_host, target};
 
 // ------------------------------------------------------ server steps
 
@@ -434,154 +371,6 @@ impl Action for StartAgentService {
             names.join(", ")
         ))
         .await;
-        Ok(())
-    }
-}
-
-// ------------------------------------------------------- agent steps
-
-/// Records the agent's former status and marks it RESTARTING.
-pub struct PrepareAgent;
-
-#[async_trait]
-impl Action for PrepareAgent {
-    async fn execute(&self, run: &mut Run) -> ActionResult {
-        let h = host(run).await?;
-        if run.context.get(key::FORMER_AGENT_STATUS).is_none() {
-            run.context
-                .set(key::FORMER_AGENT_STATUS, h.agent_status.as_str());
-        }
-        run.log(format!(
-            "restarting the agent of host {} at {}",
-            h.name, h.agent_url
-        ))
-        .await;
-        set_host(run, h.id, HostAgentStatus::Restarting).await
-    }
-
-    async fn rollback(&self, run: &mut Run) -> ActionResult {
-        let h = host(run).await?;
-        if let Ok(s) = parse_status::<HostAgentStatus>(run, key::FORMER_AGENT_STATUS) {
-            set_host(run, h.id, s).await?;
-        }
-        Ok(())
-    }
-}
-
-/// Restarts the pos proxy process.
-pub struct RestartPosProxy;
-
-#[async_trait]
-impl Action for RestartPosProxy {
-    fn fenced_by_agent(&self) -> bool {
-        true
-    }
-
-    async fn execute(&self, run: &mut Run) -> ActionResult {
-        let h = host(run).await?;
-        let p = client(run, &h)?
-            .restart_pos_proxy(&run.idempotency_key())
-            .await
-            .map_err(|e| agent_err(&h, e))?;
-        run.log(format!(
-            "pos proxy restarted, pid {}",
-            p.pid.map(|p| p.to_string()).unwrap_or_default()
-        ))
-        .await;
-        Ok(())
-    }
-}
-
-/// Stops all the agent's own processes.
-pub struct StopAll;
-
-#[async_trait]
-impl Action for StopAll {
-    fn fenced_by_agent(&self) -> bool {
-        true
-    }
-
-    async fn execute(&self, run: &mut Run) -> ActionResult {
-        let h = host(run).await?;
-        client(run, &h)?
-            .stop_all(&run.idempotency_key())
-            .await
-            .map_err(|e| agent_err(&h, e))?;
-        run.log("all agent processes stopped").await;
-        Ok(())
-    }
-
-    async fn rollback(&self, run: &mut Run) -> ActionResult {
-        let h = host(run).await?;
-        client(run, &h)?
-            .start_all(&run.idempotency_key())
-            .await
-            .map_err(|e| agent_err(&h, e))?;
-        run.log("agent processes started again").await;
-        Ok(())
-    }
-}
-
-/// Starts all the agent's own processes.
-pub struct StartAll;
-
-#[async_trait]
-impl Action for StartAll {
-    fn fenced_by_agent(&self) -> bool {
-        true
-    }
-
-    async fn execute(&self, run: &mut Run) -> ActionResult {
-        let h = host(run).await?;
-        let procs = client(run, &h)?
-            .start_all(&run.idempotency_key())
-            .await
-            .map_err(|e| agent_err(&h, e))?;
-        let pids: Vec<String> = procs
-            .iter()
-            .map(|p| {
-                format!(
-                    "{}={}",
-                    p.name,
-                    p.pid.map(|p| p.to_string()).unwrap_or_default()
-                )
-            })
-            .collect();
-        run.log(format!("agent processes started: {}", pids.join(", ")))
-            .await;
-        Ok(())
-    }
-}
-
-/// Checks that every agent process runs, then marks the agent ONLINE.
-pub struct FinishAgent;
-
-#[async_trait]
-impl Action for FinishAgent {
-    fn fenced_by_agent(&self) -> bool {
-        true
-    }
-
-    async fn execute(&self, run: &mut Run) -> ActionResult {
-        let h = host(run).await?;
-        let status = client(run, &h)?
-            .status()
-            .await
-            .map_err(|e| agent_err(&h, e))?;
-        if let Some(p) = status.processes.iter().find(|p| !p.is_running()) {
-            return Err(ActionError::failed(format!(
-                "agent process {} on host {} is not running",
-                p.name, h.name
-            )));
-        }
-        set_host(run, h.id, HostAgentStatus::Online).await
-    }
-
-    async fn rollback(&self, run: &mut Run) -> ActionResult {
-        let h = host(run).await?;
-        if let Ok(s) = parse_status::<HostAgentStatus>(run, key::FORMER_AGENT_STATUS) {
-            set_host(run, h.id, s).await?;
-        }
         Ok(())
     }
 }

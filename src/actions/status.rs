@@ -5,7 +5,7 @@
 //! of each server and zone is kept under its own key, so the branches of a
 //! zone merge without conflict at its fan-in.
 
-use super::ocp::{agent_err, client, db_err, parse_id, target};
+use super::target::{agent_err, client, db_err, parse_id, target};
 use super::{scope, Action, ActionError, ActionResult, Run};
 use crate::dag::rollout::{former_server_key, former_zone_key, SERVER_IDS};
 use crate::model::ocp::{key, status_key, Level, Phase};

@@ -152,10 +152,19 @@ impl Error {
 
 /// A new worker id: host, pid and a random suffix, unique per process start.
 pub fn new_worker_id() -> String {
-    let host = crate::config::host_name();
+    let host = host_name();
     format!(
         "{host}-{}-{:06x}",
         std::process::id(),
         rand::random::<u32>() & 0xff_ffff
     )
+}
+
+/// This machine's host name ("localhost" when none is readable): the
+/// API's advertised address on every interface and the prefix of worker ids.
+pub fn host_name() -> String {
+    hostname::get()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_else(|| "localhost".into())
 }

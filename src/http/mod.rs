@@ -5,18 +5,19 @@
 //! [`envelope`] (trace id, span and the envelope around every answer),
 //! [`error`] (the one error type that becomes a response),
 //! [`extract`] (extractors whose rejections are envelopes), one module per
-//! resource ([`ops`], [`fleet`], [`tasks`], [`inventory`], [`iam`]), [`openapi`] and
-//! [`health`].
+//! resource ([`ops`], [`fleet`], [`tasks`], [`inventory`], [`iam`]), [`openapi`],
+//! [`health`] and the operator console ([`console`]).
 //!
 //! Every route but the health probes and `/metrics` is in [`api_routes`],
 //! which [`router`] wraps in the authentication middleware (HTTP Basic, see
 //! `crate::auth`); each route then states the permission it needs with
-//! `.require(..)`. The console's session layer (`crate::console::session`)
+//! `.require(..)`. The console's session layer (`console::session`)
 //! runs before HTTP Basic, so a console session is an alternative to it;
 //! the console's page, assets and sign-in are open. `/healthz` and `/readyz` are open; `/metrics` is open
 //! unless `AuthConfig::metrics_auth`, which makes it need any authenticated
 //! user.
 
+pub mod console;
 pub mod envelope;
 pub mod error;
 pub mod extract;
@@ -102,14 +103,14 @@ pub fn router(state: AppState) -> Router {
     // The console's session cookie is an alternative to HTTP Basic: its
     // layer runs first and, when it authenticates, Basic is not asked for.
     let routes = Router::from(api_routes())
-        .merge(crate::console::api_routes())
+        .merge(console::api_routes())
         .method_not_allowed_fallback(error::method_not_allowed)
         .layer(authenticate())
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
-            crate::console::session::authenticate,
+            console::session::authenticate,
         ))
-        .merge(crate::console::public_routes())
+        .merge(console::public_routes())
         .merge(Router::from(health::routes()))
         .merge(Router::from(openapi::routes()))
         .merge(metrics);

@@ -1,7 +1,8 @@
 //! Status and operation enums, stored as the upper-case strings OCP uses.
 
 /// An enum stored as upper-case text: `as_str`, `Display`, `FromStr` naming
-/// the choices, `TryFrom<String>` (for sqlx), serde and an OpenAPI schema.
+/// the choices, `TryFrom<String>` and `Decode` (for sqlx), serde and an
+/// OpenAPI schema.
 /// Used by the model and by the inventory's statuses.
 macro_rules! string_enum {
     ($(#[$doc:meta])* $name:ident { $($variant:ident => $text:literal),+ $(,)? }) => {
@@ -40,6 +41,26 @@ macro_rules! string_enum {
         impl std::fmt::Display for $name {
             fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
                 f.write_str(self.as_str())
+            }
+        }
+
+        // Decoded from a text column: what `col as "col: Status"` in
+        // sqlx's query macros needs. Binds pass `as_str()`.
+        impl sqlx::Type<sqlx::Postgres> for $name {
+            fn type_info() -> sqlx::postgres::PgTypeInfo {
+                <&str as sqlx::Type<sqlx::Postgres>>::type_info()
+            }
+            fn compatible(ty: &sqlx::postgres::PgTypeInfo) -> bool {
+                <&str as sqlx::Type<sqlx::Postgres>>::compatible(ty)
+            }
+        }
+
+        impl<'r> sqlx::Decode<'r, sqlx::Postgres> for $name {
+            fn decode(
+                value: sqlx::postgres::PgValueRef<'r>,
+            ) -> Result<Self, sqlx::error::BoxDynError> {
+                let text = <&str as sqlx::Decode<'r, sqlx::Postgres>>::decode(value)?;
+                Ok(text.parse::<$name>()?)
             }
         }
 

@@ -7,29 +7,31 @@ use sqlx::PgPool;
 
 /// Tasks still RUNNING.
 pub async fn running_tasks(pool: &PgPool) -> Result<i64> {
-    Ok(
-        sqlx::query_scalar("select count(*) from task_instance where status = 'RUNNING'")
-            .fetch_one(pool)
-            .await?,
+    Ok(sqlx::query_scalar!(
+        r#"select count(*) as "n!" from task_instance where status = 'RUNNING'"#,
     )
+    .fetch_one(pool)
+    .await?)
 }
 
 /// SUCCESSFUL subtasks after `since_id` and the seconds from their first
 /// start to their last finish.
 pub async fn succeeded_since(pool: &PgPool, since_id: i64) -> Result<(i64, Option<f64>)> {
-    Ok(sqlx::query_as(
-        "select count(*), extract(epoch from max(finish_time) - min(start_time))::float8 \
-         from subtask_instance where id > $1 and status = 'SUCCESSFUL'",
+    let r = sqlx::query!(
+        r#"select count(*) as "n!",
+               extract(epoch from max(finish_time) - min(start_time))::float8 as secs
+           from subtask_instance where id > $1 and status = 'SUCCESSFUL'"#,
+        since_id,
     )
-    .bind(since_id)
     .fetch_one(pool)
-    .await?)
+    .await?;
+    Ok((r.n, r.secs))
 }
 
 /// Transactions committed in this database so far (PostgreSQL's counter).
 pub async fn commits(pool: &PgPool) -> Result<i64> {
-    Ok(sqlx::query_scalar(
-        "select xact_commit from pg_stat_database where datname = current_database()",
+    Ok(sqlx::query_scalar!(
+        r#"select xact_commit as "n!" from pg_stat_database where datname = current_database()"#,
     )
     .fetch_one(pool)
     .await?)
@@ -38,7 +40,7 @@ pub async fn commits(pool: &PgPool) -> Result<i64> {
 /// The newest subtask's id (0 when there is none).
 pub async fn max_subtask_id(pool: &PgPool) -> Result<i64> {
     Ok(
-        sqlx::query_scalar("select coalesce(max(id), 0) from subtask_instance")
+        sqlx::query_scalar!(r#"select coalesce(max(id), 0) as "id!" from subtask_instance"#,)
             .fetch_one(pool)
             .await?,
     )
@@ -47,43 +49,44 @@ pub async fn max_subtask_id(pool: &PgPool) -> Result<i64> {
 /// p50 and p99 of the READY -> RUNNING wait, in ms, over the first runs of
 /// root subtasks after `since_id`.
 pub async fn root_handoff_ms(pool: &PgPool, since_id: i64) -> Result<(Option<f64>, Option<f64>)> {
-    Ok(sqlx::query_as(
-        "select percentile_cont(0.5) within group (order by d), \
-                percentile_cont(0.99) within group (order by d) \
-         from (select extract(epoch from s.start_time - s.run_after) * 1000 as d \
+    let r = sqlx::query!(
+        "select percentile_cont(0.5) within group (order by d) as p50, \
+                percentile_cont(0.99) within group (order by d) as p99 \
+         from (select (extract(epoch from s.start_time - s.run_after) * 1000)::float8 as d \
                from subtask_instance s \
                where s.id > $1 and s.run_time = 1 and s.start_time is not null \
                  and s.run_after is not null \
                  and not exists (select 1 from subtask_edge e where e.downstream_id = s.id)) x",
+        since_id,
     )
-    .bind(since_id)
     .fetch_one(pool)
-    .await?)
+    .await?;
+    Ok((r.p50, r.p99))
 }
 
 /// p50 and p99 of the gap from the last upstream's finish to a downstream
 /// subtask's start, in ms, after `since_id`.
 pub async fn step_gap_ms(pool: &PgPool, since_id: i64) -> Result<(Option<f64>, Option<f64>)> {
-    Ok(sqlx::query_as(
-        "select percentile_cont(0.5) within group (order by d), \
-                percentile_cont(0.99) within group (order by d) \
-         from (select extract(epoch from s.start_time - max(u.finish_time)) * 1000 as d \
+    let r = sqlx::query!(
+        "select percentile_cont(0.5) within group (order by d) as p50, \
+                percentile_cont(0.99) within group (order by d) as p99 \
+         from (select (extract(epoch from s.start_time - max(u.finish_time)) * 1000)::float8 as d \
                from subtask_instance s \
                join subtask_edge e on e.downstream_id = s.id \
                join subtask_instance u on u.id = e.upstream_id \
                where s.id > $1 and s.run_time = 1 and s.start_time is not null \
                group by s.id, s.start_time) x",
+        since_id,
     )
-    .bind(since_id)
     .fetch_one(pool)
-    .await?)
+    .await?;
+    Ok((r.p50, r.p99))
 }
 
 /// A task's status column, as stored.
 pub async fn task_status(pool: &PgPool, id: TaskId) -> Result<String> {
     Ok(
-        sqlx::query_scalar("select status from task_instance where id = $1")
-            .bind(id.0)
+        sqlx::query_scalar!("select status from task_instance where id = $1", id.0,)
             .fetch_one(pool)
             .await?,
     )
@@ -101,7 +104,7 @@ pub async fn delete_task(pool: &PgPool, id: TaskId) -> Result<()> {
 /// Inserts finished history: `k` subtasks, one SUCCESSFUL task per 10,
 /// each a chain.
 pub async fn insert_history(pool: &PgPool, k: i64) -> Result<()> {
-    sqlx::query(
+    sqlx::query!(
         "with t as ( \
                  insert into task_instance (name, status, operation, creator, context, trace_id, \
                      finish_time) \
@@ -122,8 +125,8 @@ pub async fn insert_history(pool: &PgPool, k: i64) -> Result<()> {
              insert into subtask_edge (upstream_id, downstream_id) \
              select a.id, b.id from s a \
              join s b on b.task_id = a.task_id and b.series_id = a.series_id + 1",
+        k,
     )
-    .bind(k)
     .execute(pool)
     .await?;
     Ok(())
@@ -131,7 +134,7 @@ pub async fn insert_history(pool: &PgPool, k: i64) -> Result<()> {
 
 /// Refreshes the planner's statistics.
 pub async fn analyze(pool: &PgPool) -> Result<()> {
-    sqlx::query("analyze").execute(pool).await?;
+    sqlx::query!("analyze",).execute(pool).await?;
     Ok(())
 }
 

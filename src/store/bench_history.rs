@@ -22,20 +22,21 @@ pub const DAYS: i64 = 30;
 pub async fn build_history(pool: &PgPool, tasks: i64, ago_days: i64) -> Result<()> {
     // A superuser may skip the per-row foreign-key checks of rows that are
     // consistent by construction; anyone else builds more slowly.
-    let superuser: bool =
-        sqlx::query_scalar("select rolsuper from pg_roles where rolname = current_user")
-            .fetch_one(pool)
-            .await?;
+    let superuser: bool = sqlx::query_scalar!(
+        r#"select rolsuper as "rolsuper!" from pg_roles where rolname = current_user"#,
+    )
+    .fetch_one(pool)
+    .await?;
     let mut from = 0;
     while from < tasks {
         let to = (from + CHUNK).min(tasks);
         let mut tx = pool.begin().await?;
         if superuser {
-            sqlx::query("set local session_replication_role = replica")
+            sqlx::query!("set local session_replication_role = replica",)
                 .execute(&mut *tx)
                 .await?;
         }
-        sqlx::query(
+        sqlx::query!(
             "with g as ( \
                  select g, (array['Restart OB server', 'Start OB server', 'Stop OB server', \
                      'Restart host agent'])[1 + g % 4] as name, \
@@ -96,13 +97,13 @@ pub async fn build_history(pool: &PgPool, tasks: i64, ago_days: i64) -> Result<(
                  '==================== EXECUTE run 1 of Step ' || series_id \
                  || ' on history ====================' \
              from s order by id",
+            from,
+            to,
+            tasks,
+            ago_days as i32,
+            DAYS as f64,
+            STEPS as i32,
         )
-        .bind(from)
-        .bind(to)
-        .bind(tasks)
-        .bind(ago_days as i32)
-        .bind(DAYS as f64)
-        .bind(STEPS as i32)
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -110,7 +111,7 @@ pub async fn build_history(pool: &PgPool, tasks: i64, ago_days: i64) -> Result<(
     }
     while super::history::rollup(pool, 20_000).await? > 0 {}
     // Index-only scans need the visibility map, and plans need statistics.
-    sqlx::query("vacuum analyze").execute(pool).await?;
+    sqlx::query!("vacuum analyze",).execute(pool).await?;
     Ok(())
 }
 
@@ -176,13 +177,16 @@ pub const HISTORY_QUERIES: &[(&str, &str)] = &[
 
 /// Rows of tasks, subtasks, edges and log lines, and the database's size.
 pub async fn history_counts(pool: &PgPool) -> Result<(i64, i64, i64, i64, String)> {
-    Ok(sqlx::query_as(
-        "select (select count(*) from task_instance), (select count(*) from subtask_instance), \
-             (select count(*) from subtask_edge), (select count(*) from subtask_log), \
-             pg_size_pretty(pg_database_size(current_database()))",
+    let r = sqlx::query!(
+        r#"select (select count(*) from task_instance) as "tasks!",
+               (select count(*) from subtask_instance) as "subtasks!",
+               (select count(*) from subtask_edge) as "edges!",
+               (select count(*) from subtask_log) as "logs!",
+               pg_size_pretty(pg_database_size(current_database())) as "size!""#,
     )
     .fetch_one(pool)
-    .await?)
+    .await?;
+    Ok((r.tasks, r.subtasks, r.edges, r.logs, r.size))
 }
 
 /// Runs one of `HISTORY_QUERIES`; how many rows it returned.
@@ -201,7 +205,7 @@ pub async fn plan(pool: &PgPool, sql: &str) -> Result<serde_json::Value> {
 /// The largest task id so far (0 when there is none).
 pub async fn max_task_id(pool: &PgPool) -> Result<i64> {
     Ok(
-        sqlx::query_scalar("select coalesce(max(id), 0) from task_instance")
+        sqlx::query_scalar!(r#"select coalesce(max(id), 0) as "id!" from task_instance"#,)
             .fetch_one(pool)
             .await?,
     )
@@ -209,30 +213,35 @@ pub async fn max_task_id(pool: &PgPool) -> Result<i64> {
 
 /// Tasks above `since` still RUNNING.
 pub async fn running_since(pool: &PgPool, since: i64) -> Result<i64> {
-    Ok(sqlx::query_scalar(
-        "select count(*) from task_instance where id > $1 and status = 'RUNNING'",
+    Ok(sqlx::query_scalar!(
+        r#"select count(*) as "n!" from task_instance where id > $1 and status = 'RUNNING'"#,
+        since,
     )
-    .bind(since)
     .fetch_one(pool)
     .await?)
 }
 
 /// Tasks kept.
 pub async fn task_count(pool: &PgPool) -> Result<i64> {
-    Ok(sqlx::query_scalar("select count(*) from task_instance")
-        .fetch_one(pool)
-        .await?)
+    Ok(
+        sqlx::query_scalar!(r#"select count(*) as "n!" from task_instance"#,)
+            .fetch_one(pool)
+            .await?,
+    )
 }
 
 /// Size with indexes of each history table, in MiB.
 pub async fn table_sizes_mib(pool: &PgPool) -> Result<Vec<(String, f64)>> {
-    Ok(sqlx::query_as(
-        "select relname::text, (pg_total_relation_size(oid) / 1048576.0)::float8 from pg_class \
-         where relname in ('task_instance', 'subtask_instance', 'subtask_edge', 'subtask_log') \
-         order by relname",
+    let rows = sqlx::query!(
+        r#"select relname::text as "name!",
+               (pg_total_relation_size(oid) / 1048576.0)::float8 as "mib!"
+           from pg_class
+           where relname in ('task_instance', 'subtask_instance', 'subtask_edge', 'subtask_log')
+           order by relname"#,
     )
     .fetch_all(pool)
-    .await?)
+    .await?;
+    Ok(rows.into_iter().map(|r| (r.name, r.mib)).collect())
 }
 
 /// Dead row versions and autovacuum passes of each history table, from
@@ -259,10 +268,10 @@ pub async fn wal_bytes(pool: &PgPool) -> Result<i64> {
 
 /// Now, less `days` days, by the database's clock.
 pub async fn days_ago(pool: &PgPool, days: i64) -> Result<DateTime<Utc>> {
-    Ok(
-        sqlx::query_scalar("select now() - make_interval(days => $1)")
-            .bind(days as i32)
-            .fetch_one(pool)
-            .await?,
+    Ok(sqlx::query_scalar!(
+        r#"select now() - make_interval(days => $1) as "t!""#,
+        days as i32,
     )
+    .fetch_one(pool)
+    .await?)
 }

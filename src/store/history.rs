@@ -11,25 +11,25 @@ pub const MAINTENANCE_LOCK: i64 = 0x7461_736b_6468;
 
 /// Takes the maintenance lock for this session if nobody holds it.
 pub async fn try_lock(conn: &mut PgConnection) -> Result<bool> {
-    Ok(sqlx::query_scalar("select pg_try_advisory_lock($1)")
-        .bind(MAINTENANCE_LOCK)
-        .fetch_one(conn)
-        .await?)
+    Ok(sqlx::query_scalar!(
+        r#"select pg_try_advisory_lock($1) as "locked!""#,
+        MAINTENANCE_LOCK,
+    )
+    .fetch_one(conn)
+    .await?)
 }
 
 /// Takes the maintenance lock for this session, waiting for its holder.
 pub async fn lock(conn: &mut PgConnection) -> Result<()> {
-    sqlx::query("select pg_advisory_lock($1)")
-        .bind(MAINTENANCE_LOCK)
+    sqlx::query!("select pg_advisory_lock($1)", MAINTENANCE_LOCK,)
         .execute(conn)
         .await?;
     Ok(())
 }
 
 pub async fn unlock(conn: &mut PgConnection) -> Result<()> {
-    sqlx::query("select pg_advisory_unlock($1)")
-        .bind(MAINTENANCE_LOCK)
-        .execute(conn)
+    sqlx::query_scalar!("select pg_advisory_unlock($1)", MAINTENANCE_LOCK)
+        .fetch_one(conn)
         .await?;
     Ok(())
 }
@@ -39,7 +39,7 @@ pub async fn unlock(conn: &mut PgConnection) -> Result<()> {
 /// statement; returns how many it took. A step is counted with the run it
 /// last finished between the task's previous settling and this one.
 pub async fn rollup(ex: impl PgExecutor<'_>, limit: i64) -> Result<i64> {
-    Ok(sqlx::query_scalar(
+    Ok(sqlx::query_scalar!(
         "with q as materialized ( \
              delete from history_rollup_queue where id in ( \
                  select id from history_rollup_queue order by id limit $1 for update skip locked) \
@@ -97,15 +97,15 @@ pub async fn rollup(ex: impl PgExecutor<'_>, limit: i64) -> Result<i64> {
                  max_ms = greatest(h.max_ms, excluded.max_ms), \
                  hist = taskd_hist_add(h.hist, excluded.hist) \
          ) \
-         select count(*) from q",
+         select count(*) as \"n!\" from q",
+        limit,
     )
-    .bind(limit)
     .fetch_one(ex)
     .await?)
 }
 
 /// What a prune removed, or would remove.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, sqlx::FromRow)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Removed {
     pub tasks: i64,
     pub subtasks: i64,
@@ -124,12 +124,12 @@ impl std::ops::AddAssign for Removed {
 
 /// The database's `now()` less `age_s` seconds: the cutoff of a prune.
 pub async fn cutoff(ex: impl PgExecutor<'_>, age_s: f64) -> Result<DateTime<Utc>> {
-    Ok(
-        sqlx::query_scalar("select now() - make_interval(secs => $1)")
-            .bind(age_s)
-            .fetch_one(ex)
-            .await?,
+    Ok(sqlx::query_scalar!(
+        r#"select now() - make_interval(secs => $1) as "cutoff!""#,
+        age_s,
     )
+    .fetch_one(ex)
+    .await?)
 }
 
 /// Removes up to `limit` whole tasks that finished before `cutoff`, with
@@ -143,7 +143,8 @@ pub async fn prune_batch(
     cutoff: DateTime<Utc>,
     limit: i64,
 ) -> Result<Removed> {
-    Ok(sqlx::query_as(
+    Ok(sqlx::query_as!(
+        Removed,
         "with t as materialized ( \
              select t.id from task_instance t \
              where t.status <> 'RUNNING' and t.finish_time < $1 \
@@ -162,29 +163,33 @@ pub async fn prune_batch(
          ), dt as ( \
              delete from task_instance where id in (select id from t) returning 1 \
          ) \
-         select (select count(*) from dt) as tasks, (select count(*) from ds) as subtasks, \
-             (select count(*) from e) as edges, (select count(*) from l) as logs",
+         select (select count(*) from dt) as \"tasks!\", \
+             (select count(*) from ds) as \"subtasks!\", \
+             (select count(*) from e) as \"edges!\", (select count(*) from l) as \"logs!\"",
+        cutoff,
+        limit,
     )
-    .bind(cutoff)
-    .bind(limit)
     .fetch_one(ex)
     .await?)
 }
 
 /// What pruning at `cutoff` would remove now, changing nothing.
 pub async fn prune_preview(ex: impl PgExecutor<'_>, cutoff: DateTime<Utc>) -> Result<Removed> {
-    Ok(sqlx::query_as(
+    Ok(sqlx::query_as!(
+        Removed,
         "with t as materialized ( \
              select id from task_instance where status <> 'RUNNING' and finish_time < $1 \
          ), s as materialized ( \
              select s.id from t join subtask_instance s on s.task_id = t.id \
          ) \
-         select (select count(*) from t) as tasks, (select count(*) from s) as subtasks, \
+         select (select count(*) from t) as \"tasks!\", \
+             (select count(*) from s) as \"subtasks!\", \
              (select count(*) from subtask_edge where downstream_id in (select id from s)) \
-                 as edges, \
-             (select count(*) from subtask_log where subtask_id in (select id from s)) as logs",
+                 as \"edges!\", \
+             (select count(*) from subtask_log where subtask_id in (select id from s)) \
+                 as \"logs!\"",
+        cutoff,
     )
-    .bind(cutoff)
     .fetch_one(ex)
     .await?)
 }
@@ -192,7 +197,7 @@ pub async fn prune_preview(ex: impl PgExecutor<'_>, cutoff: DateTime<Utc>) -> Re
 /// Settlings waiting to be counted in the rollups.
 pub async fn queued(ex: impl PgExecutor<'_>) -> Result<i64> {
     Ok(
-        sqlx::query_scalar("select count(*) from history_rollup_queue")
+        sqlx::query_scalar!(r#"select count(*) as "n!" from history_rollup_queue"#,)
             .fetch_one(ex)
             .await?,
     )

@@ -9,12 +9,14 @@ pub async fn append(
     run_time: i32,
     line: &str,
 ) -> Result<()> {
-    sqlx::query("insert into subtask_log (subtask_id, run_time, line) values ($1, $2, $3)")
-        .bind(subtask)
-        .bind(run_time)
-        .bind(line)
-        .execute(ex)
-        .await?;
+    sqlx::query!(
+        "insert into subtask_log (subtask_id, run_time, line) values ($1, $2, $3)",
+        subtask,
+        run_time,
+        line,
+    )
+    .execute(ex)
+    .await?;
     Ok(())
 }
 
@@ -24,20 +26,21 @@ pub async fn lines(
     subtask: i64,
     run_time: Option<i32>,
 ) -> Result<Vec<(i32, String)>> {
-    Ok(sqlx::query_as(
-        "select run_time, line from subtask_log \
-         where subtask_id = $1 and ($2::int is null or run_time = $2) \
+    let rows = sqlx::query!(
+        "select run_time, line from subtask_log
+         where subtask_id = $1 and ($2::int is null or run_time = $2)
          order by run_time, id",
+        subtask,
+        run_time,
     )
-    .bind(subtask)
-    .bind(run_time)
     .fetch_all(ex)
-    .await?)
+    .await?;
+    Ok(rows.into_iter().map(|r| (r.run_time, r.line)).collect())
 }
 
 /// One run of a subtask as its log shows it: when its first and last lines
 /// were written, how many there are, and its opening (separator) line.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct RunSpan {
     pub subtask_id: i64,
     pub run_time: i32,
@@ -49,14 +52,15 @@ pub struct RunSpan {
 
 /// The runs of the given subtasks, by subtask and run_time.
 pub async fn runs(ex: impl PgExecutor<'_>, subtasks: &[i64]) -> Result<Vec<RunSpan>> {
-    Ok(sqlx::query_as(
-        "select l.subtask_id, l.run_time, min(l.log_time) as first_time, \
-                max(l.log_time) as last_time, count(*) as lines, \
-                (array_agg(l.line order by l.id))[1] as opening \
-         from subtask_log l where l.subtask_id = any($1) \
-         group by l.subtask_id, l.run_time order by l.subtask_id, l.run_time",
+    Ok(sqlx::query_as!(
+        RunSpan,
+        r#"select l.subtask_id, l.run_time, min(l.log_time) as "first_time!",
+                max(l.log_time) as "last_time!", count(*) as "lines!",
+                (array_agg(l.line order by l.id))[1] as "opening!"
+           from subtask_log l where l.subtask_id = any($1)
+           group by l.subtask_id, l.run_time order by l.subtask_id, l.run_time"#,
+        subtasks,
     )
-    .bind(subtasks)
     .fetch_all(ex)
     .await?)
 }

@@ -1,5 +1,25 @@
 //! All SQL lives here, one file per aggregate. Functions take an executor or
 //! `&mut PgConnection`, so the caller owns the transaction.
+//!
+//! Static statements use sqlx's query macros (`query!`, `query_as!`,
+//! `query_scalar!`): the build checks each against the schema of
+//! `migrations/`, through the offline data committed in `.sqlx/` (regenerate
+//! it with `.ci/sqlx-data`; README, "Compile-checked SQL"). A macro takes one
+//! literal, so a row's columns are spelled out in each statement that reads
+//! it. These stay runtime strings, for the reason given:
+//! - `task::list`, `task::count`, `task::explain_list`: built per request
+//!   with `QueryBuilder` (which filters apply, the sort, whether to gather a
+//!   time range first).
+//! - `subtask::claim` and `subtask::end_and_promote`: both splice the same
+//!   run separator expression (`separator_line!`) with `concat!`, which the
+//!   macros cannot take; the promotion statements of `subtask`
+//!   (`end_and_promote` to `fail_pending`) are converted with the work on
+//!   promotion cost (issue 15).
+//! - `bench::drop_database`, `bench::recreate_database`,
+//!   `bench_history::run_query`, `bench_history::plan`: a database name, or a
+//!   statement the bench is given, is only known at run time.
+//! - `db` (outside this module): `create database` with the configured name,
+//!   and refinery's own history table, which `migrations/` does not create.
 
 pub mod bench;
 pub mod bench_history;
@@ -83,7 +103,7 @@ pub(crate) fn parse<T: std::str::FromStr<Err = String>>(s: &str) -> Result<T> {
 /// statistics that lag a fast-growing table the planner would otherwise
 /// hash-join them against a scan of every subtask, history included.
 pub async fn prefer_index_scans(conn: &mut sqlx::PgConnection) -> Result<()> {
-    sqlx::query("set local enable_seqscan = off")
+    sqlx::query!("set local enable_seqscan = off",)
         .execute(conn)
         .await?;
     Ok(())
@@ -163,10 +183,12 @@ pub async fn notify_ready(conn: &mut sqlx::PgConnection) -> Result<()> {
 
 /// Tells the worker holding `subtask` that it was cancelled.
 pub async fn notify_cancel(conn: &mut sqlx::PgConnection, subtask: i64) -> Result<()> {
-    sqlx::query("select pg_notify($1, $2)")
-        .bind(CANCEL_CHANNEL)
-        .bind(subtask.to_string())
-        .execute(conn)
-        .await?;
+    sqlx::query!(
+        "select pg_notify($1, $2)",
+        CANCEL_CHANNEL,
+        subtask.to_string(),
+    )
+    .execute(conn)
+    .await?;
     Ok(())
 }

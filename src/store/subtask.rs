@@ -1,5 +1,8 @@
-//! SQL of the `subtask_instance` aggregate and its DAG edges: claim,
-//! fenced run endings, promotion counters and the sweeper's queries.
+//! SQL of the `subtask_instance` aggregate and its DAG edges: the row and
+//! its reads, fenced run endings and promotion (here); the worker's claim
+//! ([`claim`]), the user actions ([`control`]) and the sweeper's queries
+//! ([`sweep`]) in their own files, re-exported so callers name them all
+//! `store::subtask::…`.
 
 use super::Result;
 use crate::model::transitions::StatusCounts;
@@ -25,7 +28,18 @@ macro_rules! separator_line {
     };
 }
 
-#[derive(Debug, Clone, sqlx::FromRow)]
+mod claim;
+mod control;
+mod sweep;
+
+pub use claim::{canceling_among, canceling_for, claim, held_by, release, Claimed};
+pub use control::{
+    cancel_ready, mark_canceling, requeue_failed, rollback_prohibited, rollback_upstreams, skip,
+    start_rollback,
+};
+pub use sweep::{find_lost, runs_of, try_own_for_sweep, LostRun};
+
+#[derive(Debug, Clone)]
 pub struct SubtaskRow {
     pub id: i64,
     pub task_id: i64,
@@ -34,9 +48,7 @@ pub struct SubtaskRow {
     pub description: String,
     pub class_name: String,
     pub node_type: String,
-    #[sqlx(try_from = "String")]
     pub status: SubtaskStatus,
-    #[sqlx(try_from = "String")]
     pub operation: SubtaskOperation,
     pub run_time: i32,
     pub timeout_s: i32,
@@ -54,118 +66,69 @@ pub struct SubtaskRow {
     pub error: Option<String>,
 }
 
-const COLUMNS: &str = "id, task_id, series_id, name, description, class_name, node_type, status, \
-     operation, run_time, timeout_s, retry_limit, parallel_idx, prohibit_rollback, \
-     pending_upstreams, pending_downstreams, context, executor, run_after, lease_expires_at, \
-     start_time, finish_time, error";
-
 pub async fn get(ex: impl PgExecutor<'_>, id: i64) -> Result<Option<SubtaskRow>> {
-    let sql = format!("select {COLUMNS} from subtask_instance where id = $1");
-    Ok(sqlx::query_as(&sql).bind(id).fetch_optional(ex).await?)
+    Ok(sqlx::query_as!(
+        SubtaskRow,
+        r#"select id, task_id, series_id, name, description, class_name, node_type,
+               status as "status: SubtaskStatus", operation as "operation: SubtaskOperation",
+               run_time, timeout_s, retry_limit, parallel_idx, prohibit_rollback,
+               pending_upstreams, pending_downstreams, context as "context: Json<Context>",
+               executor, run_after, lease_expires_at, start_time, finish_time, error
+           from subtask_instance where id = $1"#,
+        id
+    )
+    .fetch_optional(ex)
+    .await?)
 }
 
 pub async fn list_for_task(ex: impl PgExecutor<'_>, task: TaskId) -> Result<Vec<SubtaskRow>> {
-    let sql =
-        format!("select {COLUMNS} from subtask_instance where task_id = $1 order by series_id");
-    Ok(sqlx::query_as(&sql).bind(task.0).fetch_all(ex).await?)
+    Ok(sqlx::query_as!(
+        SubtaskRow,
+        r#"select id, task_id, series_id, name, description, class_name, node_type,
+               status as "status: SubtaskStatus", operation as "operation: SubtaskOperation",
+               run_time, timeout_s, retry_limit, parallel_idx, prohibit_rollback,
+               pending_upstreams, pending_downstreams, context as "context: Json<Context>",
+               executor, run_after, lease_expires_at, start_time, finish_time, error
+           from subtask_instance where task_id = $1 order by series_id"#,
+        task.0,
+    )
+    .fetch_all(ex)
+    .await?)
 }
 
 /// Subtasks of many tasks at once, for list pages.
 pub async fn list_for_tasks(ex: impl PgExecutor<'_>, tasks: &[i64]) -> Result<Vec<SubtaskRow>> {
-    let sql = format!(
-        "select {COLUMNS} from subtask_instance where task_id = any($1) order by task_id, series_id"
-    );
-    Ok(sqlx::query_as(&sql).bind(tasks).fetch_all(ex).await?)
+    Ok(sqlx::query_as!(
+        SubtaskRow,
+        r#"select id, task_id, series_id, name, description, class_name, node_type,
+               status as "status: SubtaskStatus", operation as "operation: SubtaskOperation",
+               run_time, timeout_s, retry_limit, parallel_idx, prohibit_rollback,
+               pending_upstreams, pending_downstreams, context as "context: Json<Context>",
+               executor, run_after, lease_expires_at, start_time, finish_time, error
+           from subtask_instance where task_id = any($1) order by task_id, series_id"#,
+        tasks,
+    )
+    .fetch_all(ex)
+    .await?)
 }
 
 /// (upstream_id, downstream_id) pairs of the given tasks' DAGs.
 pub async fn edges_for_tasks(ex: impl PgExecutor<'_>, tasks: &[i64]) -> Result<Vec<(i64, i64)>> {
-    Ok(sqlx::query_as(
-        // Index lookups per task and per subtask (`offset 0` keeps the
-        // laterals from being flattened into a scan of every edge).
-        "select x.upstream_id, x.downstream_id from unnest($1::bigint[]) as t(id) \
+    // Index lookups per task and per subtask (`offset 0` keeps the
+    // laterals from being flattened into a scan of every edge).
+    let rows = sqlx::query!(
+        "select x.upstream_id as \"up!\", x.downstream_id as \"down!\" \
+         from unnest($1::bigint[]) as t(id) \
          cross join lateral (select s.id from subtask_instance s \
              where s.task_id = t.id offset 0) s \
          cross join lateral (select e.upstream_id, e.downstream_id from subtask_edge e \
              where e.downstream_id = s.id offset 0) x \
          order by x.upstream_id, x.downstream_id",
+        tasks,
     )
-    .bind(tasks)
     .fetch_all(ex)
-    .await?)
-}
-
-/// A run handed to a worker by the claim.
-#[derive(Debug, Clone, sqlx::FromRow)]
-pub struct Claimed {
-    pub id: i64,
-    pub task_id: i64,
-    pub name: String,
-    pub class_name: String,
-    #[sqlx(try_from = "String")]
-    pub operation: SubtaskOperation,
-    pub run_time: i32,
-    pub retry_limit: i32,
-    pub timeout_s: i32,
-    pub parallel_idx: i32,
-    pub context: Json<Context>,
-    pub trace_id: String,
-    /// Seconds from READY to this claim.
-    pub handoff_s: f64,
-}
-
-/// Claims up to `limit` READY subtasks whose backoff has passed, in one
-/// statement: lock them with SKIP LOCKED (served by the partial index on
-/// READY rows), mark them RUNNING for `executor`, and write each run's
-/// opening separator line to its log.
-pub async fn claim(ex: impl PgExecutor<'_>, executor: &str, limit: i64) -> Result<Vec<Claimed>> {
-    Ok(sqlx::query_as(concat!(
-        "with c as materialized ( \
-             select id from subtask_instance \
-             where status = 'READY' and run_after <= now() \
-             order by run_after \
-             limit $2 \
-             for update skip locked \
-         ), u as ( \
-             update subtask_instance s \
-             set status = 'RUNNING', executor = $1, start_time = now(), finish_time = null, \
-                 error = null, \
-                 lease_expires_at = now() + make_interval(secs => s.timeout_s) \
-             from c, task_instance t \
-             where s.id = c.id and t.id = s.task_id \
-             returning s.id, s.task_id, s.name, s.class_name, s.operation, s.run_time, \
-                 s.retry_limit, s.timeout_s, s.parallel_idx, s.context, t.trace_id, \
-                 extract(epoch from now() - s.run_after)::float8 as handoff_s \
-         ), l as ( \
-             insert into subtask_log (subtask_id, run_time, line) \
-             select id, run_time, ",
-        separator_line!("$1"),
-        " \
-             from u \
-         ) \
-         select id, task_id, name, class_name, operation, run_time, retry_limit, timeout_s, \
-             parallel_idx, context, trace_id, handoff_s from u",
-    ))
-    .bind(executor)
-    .bind(limit)
-    .fetch_all(ex)
-    .await?)
-}
-
-/// The RUNNING or CANCELING runs `executor` holds, as the claim returns
-/// them: what a worker reads back after a commit whose reply it lost.
-pub async fn held_by(ex: impl PgExecutor<'_>, executor: &str) -> Result<Vec<Claimed>> {
-    Ok(sqlx::query_as(
-        "select s.id, s.task_id, s.name, s.class_name, s.operation, s.run_time, \
-             s.retry_limit, s.timeout_s, s.parallel_idx, \
-             coalesce(s.context, '{}'::jsonb) as context, t.trace_id, 0::float8 as handoff_s \
-         from subtask_instance s join task_instance t on t.id = s.task_id \
-         where s.executor = $1 and s.status in ('RUNNING', 'CANCELING') \
-         order by s.id",
-    )
-    .bind(executor)
-    .fetch_all(ex)
-    .await?)
+    .await?;
+    Ok(rows.into_iter().map(|r| (r.up, r.down)).collect())
 }
 
 /// Identifies one run: the fence every run ending is checked against.
@@ -614,291 +577,11 @@ pub async fn fail_pending(conn: &mut PgConnection, id: i64, error: &str) -> Resu
     .await?;
     Ok(())
 }
-
-/// FAILED subtasks of a task (or just `only`) become PENDING/RETRY with the
-/// next run_time, to be promoted within the concurrency limit.
-pub async fn requeue_failed(
-    conn: &mut PgConnection,
-    task: TaskId,
-    only: Option<i64>,
-) -> Result<u64> {
-    let done = sqlx::query(
-        "update subtask_instance set status = 'PENDING', operation = 'RETRY', \
-             run_time = run_time + 1, error = null \
-         where task_id = $1 and status = 'FAILED' and ($2::bigint is null or id = $2)",
-    )
-    .bind(task.0)
-    .bind(only)
-    .execute(conn)
-    .await?;
-    Ok(done.rows_affected())
-}
-
-/// True when a started subtask of the task forbids rollback.
-pub async fn rollback_prohibited(conn: &mut PgConnection, task: TaskId) -> Result<bool> {
-    Ok(sqlx::query_scalar(
-        "select exists (select 1 from subtask_instance \
-             where task_id = $1 and prohibit_rollback and start_time is not null)",
-    )
-    .bind(task.0)
-    .fetch_one(conn)
-    .await?)
-}
-
-/// Starts (or resumes) a rollback: every subtask that ran takes operation
-/// ROLLBACK and counts its downstreams still to undo; those with none left
-/// are queued for their turn (`rollback_queued`), to become READY within the
-/// concurrency limit ([`rollback_turns`]). Failed subtasks that never
-/// started need no undoing and go straight back to PENDING. Returns how
-/// many were queued.
-pub async fn start_rollback(conn: &mut PgConnection, task: TaskId) -> Result<u64> {
-    sqlx::query(
-        "update subtask_instance set status = 'PENDING', operation = 'ROLLBACK' \
-         where task_id = $1 and status = 'FAILED' and start_time is null",
-    )
-    .bind(task.0)
-    .execute(&mut *conn)
-    .await?;
-    let queued: Vec<bool> = sqlx::query_scalar(
-        "update subtask_instance s set operation = 'ROLLBACK', \
-             pending_downstreams = x.n, \
-             rollback_queued = x.n = 0 and s.status in ('SUCCESSFUL', 'FAILED') \
-         from (select s.id, (select count(*) from subtask_edge e \
-                   join subtask_instance d on d.id = e.downstream_id \
-                   where e.upstream_id = s.id and d.status <> 'PENDING')::int as n \
-               from subtask_instance s where s.task_id = $1 and s.status <> 'PENDING') x \
-         where s.id = x.id \
-         returning s.rollback_queued",
-    )
-    .bind(task.0)
-    .fetch_all(&mut *conn)
-    .await?;
-    Ok(queued.iter().filter(|q| **q).count() as u64)
-}
-
-/// After `id` was rolled back (or rollback-skipped): its upstreams have one
-/// downstream less to wait for; those with none left are queued for their
-/// rollback turn. Returns how many were queued.
-pub async fn rollback_upstreams(conn: &mut PgConnection, id: i64) -> Result<u64> {
-    let queued: Vec<bool> = sqlx::query_scalar(
-        "update subtask_instance u \
-         set pending_downstreams = u.pending_downstreams - 1, \
-             rollback_queued = u.pending_downstreams = 1 \
-         from subtask_edge e \
-         where e.downstream_id = $1 and u.id = e.upstream_id \
-           and u.status in ('SUCCESSFUL', 'FAILED') and u.operation = 'ROLLBACK' \
-           and u.pending_downstreams > 0 \
-         returning u.rollback_queued",
-    )
-    .bind(id)
-    .fetch_all(conn)
-    .await?;
-    Ok(queued.iter().filter(|q| **q).count() as u64)
-}
-
-/// Up to `free` subtasks queued for their rollback turn of each (task,
-/// free) pair, the last in series order first, as (id, task_id, run_time).
-pub async fn queued_rollbacks(
-    conn: &mut PgConnection,
-    tasks: &[i64],
-    free: &[i64],
-) -> Result<Vec<(i64, i64, i32)>> {
-    Ok(sqlx::query_as(
-        // Read from the partial index on queued rows, per task.
-        "select w.id, v.task_id, w.run_time \
-         from unnest($1::bigint[], $2::bigint[]) as v(task_id, free) \
-         cross join lateral ( \
-             select s.id, s.run_time, s.series_id from subtask_instance s \
-             where s.task_id = v.task_id and s.rollback_queued \
-             order by s.series_id desc limit v.free \
-         ) w order by v.task_id, w.series_id desc",
-    )
-    .bind(tasks)
-    .bind(free)
-    .fetch_all(conn)
-    .await?)
-}
-
-/// Queued rollbacks take their turn: READY now with the next run_time,
-/// fenced on (id, run_time, queued). Returns the task of each one made
-/// READY.
-pub async fn take_rollback_turns(
-    conn: &mut PgConnection,
-    ids: &[i64],
-    run_times: &[i32],
-) -> Result<Vec<i64>> {
-    if ids.is_empty() {
-        return Ok(Vec::new());
-    }
-    Ok(sqlx::query_scalar(
-        "update subtask_instance s set status = 'READY', run_time = s.run_time + 1, \
-             run_after = now(), error = null, rollback_queued = false \
-         from unnest($1::bigint[], $2::int[]) as v(id, rt) \
-         where s.id = v.id and s.run_time = v.rt and s.rollback_queued \
-           and s.status in ('SUCCESSFUL', 'FAILED') and s.operation = 'ROLLBACK' \
-         returning s.task_id",
-    )
-    .bind(ids)
-    .bind(run_times)
-    .fetch_all(conn)
-    .await?)
-}
-
-/// Skips a FAILED subtask: it takes `status`/`operation` without running.
-pub async fn skip(
-    conn: &mut PgConnection,
-    id: i64,
-    status: SubtaskStatus,
-    operation: SubtaskOperation,
-) -> Result<bool> {
-    let done = sqlx::query(
-        "update subtask_instance set status = $2, operation = $3, finish_time = now(), \
-             error = null \
-         where id = $1 and status = 'FAILED'",
-    )
-    .bind(id)
-    .bind(status.as_str())
-    .bind(operation.as_str())
-    .execute(conn)
-    .await?;
-    Ok(done.rows_affected() == 1)
-}
-
-/// RUNNING → CANCELING; returns the executor to tell.
-pub async fn mark_canceling(conn: &mut PgConnection, id: i64) -> Result<Option<String>> {
-    Ok(sqlx::query_scalar(
-        "update subtask_instance set status = 'CANCELING' \
-         where id = $1 and status = 'RUNNING' returning executor",
-    )
-    .bind(id)
-    .fetch_optional(conn)
-    .await?)
-}
-
-/// READY → FAILED/CANCEL: a subtask cancelled before any worker claimed
-/// it (a retry waiting out its backoff). False when it was claimed first.
-pub async fn cancel_ready(conn: &mut PgConnection, id: i64) -> Result<bool> {
-    let done = sqlx::query(
-        "update subtask_instance set status = 'FAILED', operation = 'CANCEL', \
-             error = 'subtask canceled', finish_time = now() \
-         where id = $1 and status = 'READY'",
-    )
-    .bind(id)
-    .execute(conn)
-    .await?;
-    Ok(done.rows_affected() == 1)
-}
-
-/// Subtasks this worker holds that were asked to cancel.
-pub async fn canceling_for(ex: impl PgExecutor<'_>, executor: &str) -> Result<Vec<i64>> {
-    Ok(sqlx::query_scalar(
-        "select id from subtask_instance where executor = $1 and status = 'CANCELING'",
-    )
-    .bind(executor)
-    .fetch_all(ex)
-    .await?)
-}
-
-/// Those of `ids` whose cancel was requested (CANCELING).
-pub async fn canceling_among(conn: &mut PgConnection, ids: &[i64]) -> Result<Vec<i64>> {
-    Ok(sqlx::query_scalar(
-        "select s.id from unnest($1::bigint[]) as v(id) \
-         cross join lateral (select id, status from subtask_instance \
-             where id = v.id offset 0) s \
-         where s.status = 'CANCELING'",
-    )
-    .bind(ids)
-    .fetch_all(conn)
-    .await?)
-}
-
-/// Hands a run back unchanged (shutdown): READY at once, same run_time.
-pub async fn release(conn: &mut PgConnection, run: &RunKey) -> Result<bool> {
-    let done = sqlx::query(
-        "update subtask_instance set status = 'READY', run_after = clock_timestamp(), executor = null, \
-             lease_expires_at = null \
-         where id = $1 and run_time = $2 and executor = $3 and status = 'RUNNING'",
-    )
-    .bind(run.id)
-    .bind(run.run_time)
-    .bind(&run.executor)
-    .execute(conn)
-    .await?;
-    Ok(done.rows_affected() == 1)
-}
-
-/// A run the sweeper must recover.
-#[derive(Debug, Clone, sqlx::FromRow)]
-pub struct LostRun {
-    pub id: i64,
-    pub task_id: i64,
-    pub run_time: i32,
-    pub retry_limit: i32,
-    pub class_name: String,
-    pub executor: String,
-    #[sqlx(try_from = "String")]
-    pub status: SubtaskStatus,
-    #[sqlx(try_from = "String")]
-    pub operation: SubtaskOperation,
-    /// True when its worker is gone; false when only its timeout passed.
-    pub worker_gone: bool,
-}
-
-/// RUNNING or CANCELING runs whose executor has no worker row (it was
-/// declared dead, or stopped without handing them back), or whose timeout
-/// passed more than `grace_ms` ago.
-pub async fn find_lost(ex: impl PgExecutor<'_>, grace_ms: i64, limit: i64) -> Result<Vec<LostRun>> {
-    Ok(sqlx::query_as(
-        "select s.id, s.task_id, s.run_time, s.retry_limit, s.class_name, s.executor, s.status, \
-             s.operation, w.id is null as worker_gone \
-         from subtask_instance s \
-         left join worker w on w.id = s.executor \
-         where s.status in ('RUNNING', 'CANCELING') \
-           and (w.id is null \
-                or s.lease_expires_at < now() - make_interval(secs => $1::float8 / 1000)) \
-         order by s.id limit $2",
-    )
-    .bind(grace_ms as f64)
-    .bind(limit)
-    .fetch_all(ex)
-    .await?)
-}
-
-/// The RUNNING or CANCELING runs of one worker, in task order (the order
-/// their task rows are locked in).
-pub async fn runs_of(conn: &mut PgConnection, executor: &str) -> Result<Vec<LostRun>> {
-    Ok(sqlx::query_as(
-        "select s.id, s.task_id, s.run_time, s.retry_limit, s.class_name, s.executor, s.status, \
-             s.operation, true as worker_gone \
-         from subtask_instance s \
-         where s.executor = $1 and s.status in ('RUNNING', 'CANCELING') \
-         order by s.task_id, s.id",
-    )
-    .bind(executor)
-    .fetch_all(conn)
-    .await?)
-}
-
-/// Takes the sweeper's claim on one run for this transaction, without
-/// waiting: false when another sweeper pass holds it now.
-pub async fn try_own_for_sweep(conn: &mut PgConnection, id: i64) -> Result<bool> {
-    Ok(
-        sqlx::query_scalar("select pg_try_advisory_xact_lock($1, ($2 % 2147483647)::int)")
-            .bind(SWEEP_LOCK_CLASS)
-            .bind(id)
-            .fetch_one(conn)
-            .await?,
-    )
-}
-
-/// The advisory-lock class of the sweeper's per-run claims (`'swep'`).
-const SWEEP_LOCK_CLASS: i32 = 0x7377_6570;
-
 /// Number of READY subtasks (for the queue-depth gauge).
 pub async fn ready_count(ex: impl PgExecutor<'_>) -> Result<i64> {
-    Ok(
-        sqlx::query_scalar("select count(*) from subtask_instance where status = 'READY'")
-            .fetch_one(ex)
-            .await?,
+    Ok(sqlx::query_scalar!(
+        r#"select count(*) as "n!" from subtask_instance where status = 'READY'"#
     )
+    .fetch_one(ex)
+    .await?)
 }

@@ -12,14 +12,14 @@ pub async fn register(
     pid: i32,
     slots: i32,
 ) -> Result<()> {
-    sqlx::query(
-        "insert into worker (id, host, pid, slots) values ($1, $2, $3, $4) \
+    sqlx::query!(
+        "insert into worker (id, host, pid, slots) values ($1, $2, $3, $4)
          on conflict (id) do update set heartbeat_at = now()",
+        id,
+        host,
+        pid,
+        slots,
     )
-    .bind(id)
-    .bind(host)
-    .bind(pid)
-    .bind(slots)
     .execute(ex)
     .await?;
     Ok(())
@@ -28,8 +28,7 @@ pub async fn register(
 /// Refreshes the heartbeat. False when the row is gone: the sweeper
 /// declared this worker dead and recovered its work.
 pub async fn heartbeat(ex: impl PgExecutor<'_>, id: &str) -> Result<bool> {
-    let done = sqlx::query("update worker set heartbeat_at = now() where id = $1")
-        .bind(id)
+    let done = sqlx::query!("update worker set heartbeat_at = now() where id = $1", id)
         .execute(ex)
         .await?;
     Ok(done.rows_affected() == 1)
@@ -50,8 +49,7 @@ pub async fn mark_idle(ex: impl PgExecutor<'_>, id: &str, idle: bool) -> Result<
 
 /// Removes a worker's row (clean shutdown).
 pub async fn deregister(ex: impl PgExecutor<'_>, id: &str) -> Result<()> {
-    sqlx::query("delete from worker where id = $1")
-        .bind(id)
+    sqlx::query!("delete from worker where id = $1", id)
         .execute(ex)
         .await?;
     Ok(())
@@ -59,11 +57,10 @@ pub async fn deregister(ex: impl PgExecutor<'_>, id: &str) -> Result<()> {
 
 /// Every worker row's last heartbeat, as PostgreSQL stamped it.
 pub async fn heartbeats(ex: impl PgExecutor<'_>) -> Result<Vec<(String, DateTime<Utc>)>> {
-    Ok(
-        sqlx::query_as("select id, heartbeat_at from worker order by id")
-            .fetch_all(ex)
-            .await?,
-    )
+    let rows = sqlx::query!("select id, heartbeat_at from worker order by id")
+        .fetch_all(ex)
+        .await?;
+    Ok(rows.into_iter().map(|r| (r.id, r.heartbeat_at)).collect())
 }
 
 /// Deletes a worker's row only if its heartbeat is still `seen`: the
@@ -76,10 +73,12 @@ pub async fn remove_if_silent(
     id: &str,
     seen: DateTime<Utc>,
 ) -> Result<bool> {
-    let done = sqlx::query("delete from worker where id = $1 and heartbeat_at = $2")
-        .bind(id)
-        .bind(seen)
-        .execute(conn)
-        .await?;
+    let done = sqlx::query!(
+        "delete from worker where id = $1 and heartbeat_at = $2",
+        id,
+        seen
+    )
+    .execute(conn)
+    .await?;
     Ok(done.rows_affected() == 1)
 }

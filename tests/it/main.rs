@@ -2,15 +2,15 @@
 //! fresh database per test (see `support`); the agent with real processes
 //! on loopback addresses, no database.
 
-// Shared helpers: each test module uses its own subset.
+// Shared helpers: each test module uses its own subset. The test app and
+// the browser are named from the crate root (`crate::app::TestApp`).
 #[allow(dead_code)]
 mod support;
+use support::{app, browser};
 
 mod actions;
 mod agent;
-mod app;
 mod auth;
-mod browser;
 mod chaos;
 mod cli_errors;
 mod client;

@@ -1,10 +1,12 @@
 //! Test support: a fresh, migrated PostgreSQL database per test, dropped
 //! afterwards, and helpers that wait on conditions with a deadline.
 
+pub mod app;
+pub mod browser;
 pub mod demo;
 pub mod engine;
 pub mod routes;
-pub mod served;
+pub mod world;
 
 use sqlx::PgPool;
 use std::future::Future;

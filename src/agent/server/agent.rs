@@ -3,10 +3,9 @@
 
 use super::dirlock::DirLock;
 use super::fence::Fences;
-use super::http::router;
 use super::request::ApiError;
 use super::state::{adopt, read_state, write_atomically, AgentState};
-use super::{lock, AgentConfig, Error, OnShutdown, Result, PROBE_TIMEOUT, STATE_FILE};
+use super::{lock, AgentConfig, Error, Result, PROBE_TIMEOUT, STATE_FILE};
 use crate::agent::process::{self, Proc, Spec};
 use crate::agent::protocol::{
     AgentInfo, AgentStatus, FaultSpec, FaultTable, ObserverStatus, Operation, ProcessStatus,
@@ -19,7 +18,6 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 pub(super) struct Agent {
@@ -116,25 +114,6 @@ impl Opened {
             "agent state opened"
         );
         Ok(Opened { agent, _lock: lock })
-    }
-
-    pub(super) async fn run(self, listener: TcpListener) -> Result<()> {
-        let agent = self.agent.clone();
-        let app = router(agent.clone());
-        let stop = agent.shutdown.clone();
-        tracing::info!(listen = %agent.listen, "agent serving");
-        let served = axum::serve(listener, app)
-            .with_graceful_shutdown(async move { stop.cancelled().await })
-            .await;
-        // No call starts from here on; wait for the one in progress.
-        let _ops = agent.ops.lock().await;
-        if agent.cfg.on_shutdown == OnShutdown::Stop {
-            agent.stop_everything().await;
-        }
-        let saved = agent.persist().await;
-        tracing::info!(listen = %agent.listen, "agent stopped");
-        served.map_err(Error::Serve)?;
-        saved
     }
 }
 
@@ -246,7 +225,7 @@ impl Agent {
         Ok(())
     }
 
-    /// On shutdown with [`OnShutdown::Stop`]: everything, best effort.
+    /// On shutdown with `OnShutdown::Stop`: everything, best effort.
     pub(super) async fn stop_everything(&self) {
         let names: Vec<String> = lock(&self.state).slots.keys().cloned().collect();
         for name in names {

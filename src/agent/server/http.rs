@@ -1,9 +1,9 @@
 //! The agent's HTTP routes: parsing headers and queries, then handing
-//! each call to the agent.
+//! each call to the agent; and serving them until shutdown.
 
-use super::agent::Agent;
+use super::agent::{Agent, Opened};
 use super::request::{ApiError, Request};
-use super::{lock, Result, MAX_STALL};
+use super::{lock, Error, OnShutdown, Result, MAX_STALL};
 use crate::agent::protocol::Fences;
 use crate::agent::protocol::{
     check_key, paths, FaultSpec, FaultTable, Operation, Records, IDEMPOTENCY_KEY_HEADER,
@@ -17,7 +17,32 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::net::TcpListener;
 pub(super) type Shared = Arc<Agent>;
+
+impl Opened {
+    /// Serves the agent on `listener` until its shutdown token fires, then
+    /// waits for the operation in progress, applies `on_shutdown` and saves
+    /// the state.
+    pub(super) async fn run(self, listener: TcpListener) -> Result<()> {
+        let agent = self.agent.clone();
+        let app = router(agent.clone());
+        let stop = agent.shutdown.clone();
+        tracing::info!(listen = %agent.listen, "agent serving");
+        let served = axum::serve(listener, app)
+            .with_graceful_shutdown(async move { stop.cancelled().await })
+            .await;
+        // No call starts from here on; wait for the one in progress.
+        let _ops = agent.ops.lock().await;
+        if agent.cfg.on_shutdown == OnShutdown::Stop {
+            agent.stop_everything().await;
+        }
+        let saved = agent.persist().await;
+        tracing::info!(listen = %agent.listen, "agent stopped");
+        served.map_err(Error::Serve)?;
+        saved
+    }
+}
 
 pub(super) fn router(agent: Shared) -> Router {
     Router::new()

@@ -153,7 +153,7 @@ impl Worker {
         store::worker::register(
             &i.pool,
             &i.id,
-            &crate::config::host_name(),
+            &crate::engine::host_name(),
             std::process::id() as i32,
             i.cfg.slots as i32,
         )
