@@ -125,19 +125,14 @@ fn find_bindir(chosen: Option<std::ffi::OsString>) -> Result<PathBuf> {
 
 /// Root cannot run initdb: as root, the `postgres` user.
 fn run_as() -> Result<Option<RunAs>> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
+    if !nix::unistd::geteuid().is_root() {
         return Ok(None);
     }
-    let name = std::ffi::CString::new("postgres").expect("no NUL");
-    // SAFETY: a valid C string; the returned record is read at once, before
-    // any other getpw* call on this thread.
-    let pw = unsafe { libc::getpwnam(name.as_ptr()) };
-    if pw.is_null() {
-        return Err(Error::NoPostgresUser);
-    }
-    // SAFETY: checked non-null above.
-    let (uid, gid) = unsafe { ((*pw).pw_uid, (*pw).pw_gid) };
+    let pw = nix::unistd::User::from_name("postgres")
+        .ok()
+        .flatten()
+        .ok_or(Error::NoPostgresUser)?;
+    let (uid, gid) = (pw.uid.as_raw(), pw.gid.as_raw());
     Ok(Some(RunAs { uid, gid }))
 }
 

@@ -34,8 +34,8 @@ mod sweep;
 
 pub use claim::{canceling_among, canceling_for, claim, held_by, release, Claimed};
 pub use control::{
-    cancel_ready, mark_canceling, requeue_failed, rollback_prohibited, rollback_upstreams, skip,
-    start_rollback,
+    cancel_ready, mark_canceling, queued_rollbacks, requeue_failed, rollback_prohibited,
+    rollback_upstreams, skip, start_rollback, take_rollback_turns,
 };
 pub use sweep::{find_lost, runs_of, try_own_for_sweep, LostRun};
 

@@ -6,6 +6,7 @@ pub mod browser;
 pub mod demo;
 pub mod engine;
 pub mod routes;
+pub mod served;
 pub mod world;
 
 use sqlx::PgPool;
