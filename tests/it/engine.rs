@@ -1045,6 +1045,13 @@ async fn a_submit_inserts_everything_at_once_and_notifies_the_workers() {
         .await
         .unwrap();
     listener.listen(store::READY_CHANNEL).await.unwrap();
+    // Submits notify while a worker is idle (see wakeups.rs): one is.
+    store::worker::register(&db.pool, "idle-worker", "test", 1, 4)
+        .await
+        .unwrap();
+    store::worker::mark_idle(&db.pool, "idle-worker", true)
+        .await
+        .unwrap();
     let id = submit(
         &db,
         vec![
