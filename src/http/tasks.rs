@@ -274,6 +274,7 @@ pub(crate) async fn load_task(pool: &PgPool, id: i64) -> Result<TaskView> {
 #[serde(rename_all = "camelCase")]
 pub struct TaskPath {
     /// Task instance id.
+    #[param(minimum = 1)]
     pub task_instance_id: i64,
 }
 
@@ -289,8 +290,10 @@ impl Validate for TaskPath {
 #[serde(rename_all = "camelCase")]
 pub struct SubtaskPath {
     /// Task instance id.
+    #[param(minimum = 1)]
     pub task_instance_id: i64,
     /// Subtask instance id (of that task).
+    #[param(minimum = 1)]
     pub subtask_instance_id: i64,
 }
 
@@ -332,8 +335,10 @@ pub struct TaskListQuery {
     /// Finished at or before this time (RFC 3339); excludes RUNNING tasks.
     pub finish_time_to: Option<String>,
     /// Page number, from 1 (default 1).
+    #[param(minimum = 1)]
     pub page: Option<i64>,
     /// Page size, 1 to 2000 (default 10).
+    #[param(minimum = 1, maximum = 2000)]
     pub size: Option<i64>,
     /// `key[,asc|desc]` with key one of id, name, status, createTime,
     /// startTime, finishTime (default `id,desc`).
@@ -482,6 +487,7 @@ fn time_range(from: (&str, &Option<String>), to: (&str, &Option<String>)) -> Res
 #[serde(rename_all = "camelCase")]
 pub struct LogQuery {
     /// Only this run's lines (from 1); all runs when absent.
+    #[param(minimum = 1)]
     pub run_time: Option<i32>,
 }
 

@@ -15,7 +15,6 @@ mod chaos;
 mod cli_errors;
 mod client;
 mod console;
-mod contract;
 mod demo;
 mod deploy;
 mod engine;
