@@ -52,6 +52,7 @@ pub(crate) fn routes() -> OpenApiRouter<AppState> {
 #[into_params(parameter_in = Path)]
 pub struct ClusterPath {
     /// Id of the cluster.
+    #[param(minimum = 1)]
     pub id: i64,
 }
 
@@ -66,10 +67,12 @@ impl Validate for ClusterPath {
 #[into_params(parameter_in = Path)]
 pub struct ZonePath {
     /// Id of the cluster.
+    #[param(minimum = 1)]
     pub id: i64,
     /// Name of the zone, in that cluster.
     #[serde(rename = "zoneName")]
     #[param(rename = "zoneName")]
+    #[param(min_length = 1, max_length = 128)]
     pub zone_name: String,
 }
 
@@ -106,10 +109,12 @@ pub struct RestartClusterBody {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RestartAgentsBody {
     /// Hosts whose agents to restart: 1 to 1000 distinct ids.
+    #[schema(min_items = 1, max_items = 1000)]
     pub host_ids: Vec<i64>,
     /// Most hosts restarted at once (the task's concurrency limit), 1 to
     /// 1000; default 10.
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 1000)]
     pub parallelism: Option<i32>,
 }
 

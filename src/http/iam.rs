@@ -34,11 +34,13 @@ pub(crate) fn routes() -> OpenApiRouter<AppState> {
 pub struct CreateUser {
     /// Unique login name: 1 to 64 of letters, digits, `.`, `_`, `@` and
     /// `-`, starting with a letter or a digit.
+    #[schema(pattern = r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")]
     pub name: String,
     /// 8 to 256 bytes, no control characters. Stored as an argon2id hash.
-    #[schema(format = Password)]
+    #[schema(format = Password, min_length = 8, max_length = 64, pattern = r"^[^\x00-\x1f\x7f-\x9f]*$")]
     pub password: String,
     /// At least one role, each once.
+    #[schema(min_items = 1)]
     pub roles: Vec<RoleGrant>,
 }
 
@@ -56,6 +58,7 @@ impl std::fmt::Debug for CreateUser {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SetRoles {
     /// At least one role, each once.
+    #[schema(min_items = 1)]
     pub roles: Vec<RoleGrant>,
 }
 
@@ -64,7 +67,7 @@ pub struct SetRoles {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SetPassword {
     /// 8 to 256 bytes, no control characters.
-    #[schema(format = Password)]
+    #[schema(format = Password, min_length = 8, max_length = 64, pattern = r"^[^\x00-\x1f\x7f-\x9f]*$")]
     pub password: String,
 }
 
@@ -124,6 +127,7 @@ pub struct RoleView {
 #[into_params(parameter_in = Path)]
 pub struct UserPath {
     /// The user's id.
+    #[param(minimum = 1)]
     pub id: i64,
 }
 

@@ -42,10 +42,12 @@ pub(crate) fn routes() -> OpenApiRouter<AppState> {
 #[into_params(parameter_in = Path)]
 pub struct ServerPath {
     /// Id of the cluster.
+    #[param(minimum = 1)]
     pub id: i64,
     /// Id of the OBServer, in that cluster.
     #[serde(rename = "serverId")]
     #[param(rename = "serverId")]
+    #[param(minimum = 1)]
     pub server_id: i64,
 }
 
@@ -63,6 +65,7 @@ pub struct HostPath {
     /// Id of the host.
     #[serde(rename = "hostId")]
     #[param(rename = "hostId")]
+    #[param(minimum = 1)]
     pub host_id: i64,
 }
 

@@ -16,7 +16,6 @@ mod cli_errors;
 mod client;
 mod concurrency;
 mod console;
-mod contract;
 mod demo;
 mod deploy;
 mod engine;
