@@ -15,10 +15,15 @@ use utoipa::ToSchema;
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CreateHost {
     /// Unique name, 1 to 128 characters.
+    #[schema(min_length = 1, max_length = 128, pattern = r"^\S([\s\S]*\S)?$")]
     pub name: String,
-    /// IPv4 or IPv6 address.
+    /// IPv4 address (IPv6 is accepted too).
+    #[schema(format = Ipv4)]
     pub ip: String,
     /// Base URL of the host's agent (http or https), e.g. `http://10.0.0.5:62888`.
+    #[schema(
+        pattern = r"^[hH][tT][tT][pP][sS]?://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[A-Za-z0-9._~/-]*)?$"
+    )]
     pub agent_url: String,
     /// Known agent state (default UNKNOWN).
     #[serde(default)]
@@ -30,8 +35,10 @@ pub struct CreateHost {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CreateCluster {
     /// Unique name, 1 to 128 characters.
+    #[schema(min_length = 1, max_length = 128, pattern = r"^\S([\s\S]*\S)?$")]
     pub name: String,
     /// The cluster id OceanBase knows (positive).
+    #[schema(minimum = 1)]
     pub ob_cluster_id: i64,
     /// Default RUNNING.
     #[serde(default)]
@@ -44,7 +51,8 @@ pub struct CreateCluster {
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CreateZone {
-    /// Name, unique within the cluster.
+    /// Name, unique within the cluster, 1 to 128 characters.
+    #[schema(min_length = 1, max_length = 128, pattern = r"^\S([\s\S]*\S)?$")]
     pub name: String,
     /// Default RUNNING.
     #[serde(default)]
@@ -58,15 +66,19 @@ pub struct CreateZone {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CreateServer {
     /// An existing host.
+    #[schema(minimum = 1)]
     pub host_id: i64,
     /// Default: the host's IP.
     #[serde(default)]
+    #[schema(format = Ipv4)]
     pub ip: Option<String>,
     /// 1 to 65535, default 2881; unique per host.
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 65535)]
     pub sql_port: Option<i64>,
-    /// 1 to 65535, default 2882; unique per host.
+    /// 1 to 65535, default 2882; unique per host, not sqlPort.
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 65535)]
     pub rpc_port: Option<i64>,
     /// Default RUNNING.
     #[serde(default)]
