@@ -129,11 +129,12 @@ fn compare_with_seed(a: &Answer, reference: &Value, own: &Value, target_keys: &[
     assert_same_shape(&a.body, reference, &[], "envelope");
     let (task, ref_task) = (a.data(), &reference["data"]);
     // Task: the sample's keys and types; createTime, prohibitRollback (the
-    // issue's field list) and the cluster object may be added.
+    // issue's field list), the cluster object and the traceId (issue 17)
+    // may be added.
     assert_same_shape(
         task,
         ref_task,
-        &["createTime", "prohibitRollback", "cluster"],
+        &["createTime", "prohibitRollback", "cluster", "traceId"],
         "task",
     );
     for k in target_keys {
