@@ -470,8 +470,7 @@ where
 /// others when their defaults are taken).
 fn note_given(cli: &mut Cli, m: &clap::ArgMatches) {
     use clap::parser::ValueSource;
-    let (Command::Demo { demo, .. }, Some(("demo", m))) = (&mut cli.command, m.subcommand())
-    else {
+    let (Command::Demo { demo, .. }, Some(("demo", m))) = (&mut cli.command, m.subcommand()) else {
         return;
     };
     let given = |id: &str| {
